@@ -1,0 +1,258 @@
+"""The resource store: what `kubectl apply` has put in the cluster, and the service registry Istio derives."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from meshlib.config.hosts import fqdn
+from meshlib.config.kinds import Resource, build_resource
+from meshlib.config.loader import Document, load_documents, parse_documents
+from meshlib.config.schema import fail
+from meshlib.errors import ConfigError
+from meshlib.profile import DEFAULT_VERSION, IstioProfile, profile_for
+
+ISTIO_SYSTEM = "istio-system"
+INGRESS_LABELS = {"app": "istio-ingressgateway", "istio": "ingressgateway"}
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    port: int
+    target_port: int
+    name: str
+    protocol: str  # HTTP for ports Istio treats as HTTP, else TCP
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """One registry entry: a Kubernetes Service or one host of a ServiceEntry."""
+
+    host: str
+    name: str
+    namespace: str
+    ports: tuple[ServicePort, ...]
+    selector: dict[str, str] | None
+    address: str
+    origin: Resource | None
+    resolution: str = "EDS"  # Envoy cluster type for outbound|P||host
+    external: bool = False
+
+    def port(self, number: int) -> ServicePort | None:
+        return next((p for p in self.ports if p.port == number), None)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A Deployment (or the built-in ingress gateway): the labels its pods carry and what they run."""
+
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    replicas: int
+    containers: tuple[dict[str, Any], ...]
+    origin: Resource | None
+    is_gateway: bool = False
+
+    @property
+    def proxy_id(self) -> str:
+        return f"deploy/{self.name}.{self.namespace}"
+
+    def container_ports(self) -> list[int]:
+        return [p["containerPort"] for c in self.containers for p in c.get("ports") or []]
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    outbound_policy: str = "ALLOW_ANY"  # Istio's default mesh config (the proto zero value is REGISTRY_ONLY)
+    access_log_file: str = ""
+    access_log_encoding: str = "TEXT"
+    default_retry_policy: dict[str, Any] | None = None
+
+
+def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _synthetic_ip(host: str) -> str:
+    digest = hashlib.sha256(host.encode()).digest()
+    return f"10.96.{digest[0]}.{digest[1] or 1}"
+
+
+def _port_protocol(name: str | None, app_protocol: str | None) -> str:
+    label = (app_protocol or name or "").lower()
+    if label.startswith(("tcp", "mongo", "mysql", "redis", "tls", "https", "grpc")):
+        return "GRPC" if label.startswith("grpc") else "TCP"
+    return "HTTP"  # named http*, or unnamed: Istio sniffs the protocol; the walkthrough's traffic is HTTP
+
+
+@dataclass
+class ConfigStore:
+    """Resources keyed by (kind, namespace, name) in apply order, plus everything derived from them."""
+
+    profile: IstioProfile = field(default_factory=lambda: profile_for(DEFAULT_VERSION))
+    _resources: dict[tuple[str, str, str], Resource] = field(default_factory=dict)
+
+    # --- loading -----------------------------------------------------------------------------------
+    @classmethod
+    def from_paths(cls, paths: Iterable[str | Path], namespace: str = "default",
+                   profile: IstioProfile | None = None) -> ConfigStore:
+        store = cls(profile or profile_for(DEFAULT_VERSION))
+        store.apply_documents(load_documents(paths), namespace)
+        return store
+
+    def parse(self, docs: Iterable[Document], namespace: str) -> list[Resource]:
+        out = []
+        for doc in docs:
+            res = build_resource(doc, namespace)
+            self._check_version_rules(res)
+            out.append(res)
+        return out
+
+    def apply_documents(self, docs: Iterable[Document], namespace: str) -> list[Resource]:
+        """Validate all, then store all: a bad document leaves the store unchanged."""
+        resources = self.parse(docs, namespace)
+        for res in resources:
+            self._resources.pop(res.key, None)
+            self._resources[res.key] = res
+        return resources
+
+    def apply_text(self, text: str, namespace: str = "default", filename: str = "<inline>") -> list[Resource]:
+        return self.apply_documents(parse_documents(text, filename), namespace)
+
+    def delete_documents(self, docs: Iterable[Document], namespace: str) -> list[Resource]:
+        removed = []
+        for res in self.parse(docs, namespace):
+            if self._resources.pop(res.key, None) is not None:
+                removed.append(res)
+        return removed
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        return self._resources.pop((kind, namespace, name), None) is not None
+
+    def _check_version_rules(self, res: Resource) -> None:
+        if res.kind != "VirtualService" or not self.profile.weights_must_sum_100:
+            return
+        for i, rule in enumerate(res.spec.get("http") or []):
+            dests = rule.get("route") or []
+            if len(dests) > 1:
+                total = sum(d.get("weight", 0) or 0 for d in dests)
+                if total != 100:
+                    raise fail(res.doc, ("spec", "http", i, "route"),
+                               f"total destination weight {total} != 100 (Istio {self.profile.version} "
+                               "rejects it; from 1.15 weights are relative)")
+
+    # --- queries -----------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Resource]:
+        return iter(self._resources.values())
+
+    def __len__(self) -> int:
+        return len(self._resources)
+
+    def of_kind(self, kind: str, namespace: str | None = None) -> list[Resource]:
+        return [r for r in self._resources.values()
+                if r.kind == kind and (namespace is None or r.namespace == namespace)]
+
+    def get(self, kind: str, namespace: str, name: str) -> Resource | None:
+        return self._resources.get((kind, namespace, name))
+
+    def namespaces(self) -> list[str]:
+        return sorted({r.namespace for r in self if r.namespace})
+
+    # --- derived: registry ------------------------------------------------------------------------
+    def workloads(self) -> list[Workload]:
+        out = []
+        for dep in self.of_kind("Deployment"):
+            template = dep.spec["template"]
+            labels = dict((template.get("metadata") or {}).get("labels") or {})
+            out.append(Workload(dep.name, dep.namespace, labels, dep.spec.get("replicas", 1),
+                                tuple(template["spec"]["containers"]), dep,
+                                is_gateway=_labels_match({"istio": "ingressgateway"}, labels)))
+        if not any(w.is_gateway for w in out):
+            out.append(Workload("istio-ingressgateway", ISTIO_SYSTEM, dict(INGRESS_LABELS), 1, (), None,
+                                is_gateway=True))
+        return out
+
+    def workload(self, name: str, namespace: str) -> Workload | None:
+        return next((w for w in self.workloads() if w.name == name and w.namespace == namespace), None)
+
+    def services(self) -> list[ServiceInfo]:
+        out: list[ServiceInfo] = []
+        workloads = self.workloads()
+        for svc in self.of_kind("Service"):
+            host = fqdn(svc.name, svc.namespace)
+            selector = svc.spec.get("selector")
+            ports = []
+            for p in svc.spec.get("ports") or []:
+                ports.append(ServicePort(p["port"], self._target_port(p, selector, svc.namespace, workloads),
+                                         p.get("name", ""), _port_protocol(p.get("name"), p.get("appProtocol"))))
+            address = svc.spec.get("clusterIP") or _synthetic_ip(host)
+            out.append(ServiceInfo(host, svc.name, svc.namespace, tuple(ports), selector, address, svc))
+        if not any(s.name == "istio-ingressgateway" and s.namespace == ISTIO_SYSTEM for s in out):
+            host = fqdn("istio-ingressgateway", ISTIO_SYSTEM)
+            out.append(ServiceInfo(host, "istio-ingressgateway", ISTIO_SYSTEM,
+                                   (ServicePort(80, 8080, "http2", "HTTP"), ServicePort(443, 8443, "https", "TCP")),
+                                   dict(INGRESS_LABELS), _synthetic_ip(host), None))
+        for se in self.of_kind("ServiceEntry"):
+            ports = tuple(ServicePort(p["number"], p.get("targetPort") or p["number"], p.get("name", ""),
+                                      (p.get("protocol") or "TCP").upper())
+                          for p in se.spec.get("ports") or [])
+            resolution = {"NONE": "ORIGINAL_DST", "STATIC": "EDS", "DNS": "STRICT_DNS",
+                          "DNS_ROUND_ROBIN": "LOGICAL_DNS", "DYNAMIC_DNS": "DYNAMIC_FORWARD_PROXY"}[
+                se.spec.get("resolution", "NONE")]
+            external = se.spec.get("location", "MESH_EXTERNAL") == "MESH_EXTERNAL"
+            selector = (se.spec.get("workloadSelector") or {}).get("labels")
+            addresses = se.spec.get("addresses") or []
+            for h in se.spec["hosts"]:
+                host = fqdn(h, se.namespace)
+                out.append(ServiceInfo(host, host, se.namespace, ports, selector,
+                                       addresses[0] if addresses else "", se, resolution, external))
+        return out
+
+    @staticmethod
+    def _target_port(port: dict, selector: dict | None, namespace: str, workloads: list[Workload]) -> int:
+        target = port.get("targetPort", port["port"])
+        if isinstance(target, int):
+            return target
+        for w in workloads:
+            if w.namespace == namespace and selector and _labels_match(selector, w.labels):
+                for c in w.containers:
+                    for cp in c.get("ports") or []:
+                        if cp.get("name") == target:
+                            return cp["containerPort"]
+        return port["port"]
+
+    def find_service(self, host: str) -> ServiceInfo | None:
+        return next((s for s in self.services() if s.host == host), None)
+
+    def service_workloads(self, svc: ServiceInfo, subset_labels: dict[str, str] | None = None) -> list[Workload]:
+        """Workloads whose pods back `svc` (and carry `subset_labels`)."""
+        if svc.selector is None or (svc.origin is not None and svc.origin.kind == "ServiceEntry"
+                                    and not svc.selector):
+            return []
+        return [w for w in self.workloads()
+                if w.namespace == svc.namespace and _labels_match(svc.selector, w.labels)
+                and _labels_match(subset_labels or {}, w.labels)]
+
+    # --- derived: mesh config ---------------------------------------------------------------------
+    def mesh_settings(self) -> MeshSettings:
+        mesh: dict[str, Any] = {}
+        for op in self.of_kind("IstioOperator"):
+            mesh.update(op.spec.get("meshConfig") or {})
+        cm = self.get("ConfigMap", ISTIO_SYSTEM, "istio")
+        if cm is not None and cm.spec.get("mesh"):
+            try:
+                parsed = yaml.safe_load(cm.spec["mesh"]) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(cm.where("mesh"), f"the istio ConfigMap's mesh is not valid YAML: {exc}") from None
+            if not isinstance(parsed, dict):
+                raise ConfigError(cm.where("mesh"), "the istio ConfigMap's mesh must be a mapping")
+            mesh.update(parsed)
+        policy = (mesh.get("outboundTrafficPolicy") or {}).get("mode", "ALLOW_ANY")
+        return MeshSettings(policy, mesh.get("accessLogFile", ""), mesh.get("accessLogEncoding", "TEXT"),
+                            mesh.get("defaultHttpRetryPolicy"))

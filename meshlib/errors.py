@@ -1,0 +1,32 @@
+"""Errors meant for people: each names where the problem is, what is wrong and what to do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MeshlibError(Exception):
+    """Base of every error meshlib reports to a user without a traceback."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an object came from: a file (or `<string>`) and a 1-based line."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+class ConfigError(MeshlibError):
+    """Bad input in a manifest: carries the source location and a hint."""
+
+    def __init__(self, source: Source | None, message: str, hint: str = "") -> None:
+        self.source = source
+        self.message = message
+        self.hint = hint
+        where = f"{source}: " if source else ""
+        tail = f" ({hint})" if hint else ""
+        super().__init__(f"{where}{message}{tail}")

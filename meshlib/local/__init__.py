@@ -1,0 +1,1 @@
+"""The embedded mesh: pods, sidecars and gateways on loopback sockets."""

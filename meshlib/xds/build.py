@@ -1,0 +1,332 @@
+"""Build one proxy's Envoy-shaped config from the store, as istiod does (pure: store in, ProxyConfig out)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshlib.config.hosts import fqdn, host_matches, hosts_intersect, short_aliases
+from meshlib.config.kinds import Resource
+from meshlib.config.store import ISTIO_SYSTEM, ConfigStore, ServiceInfo, Workload
+from meshlib.xds.clusters import build_clusters
+from meshlib.xds.listeners import gateway_listener, sidecar_listeners
+from meshlib.xds.model import Json, ProxyConfig, RouteOrigin
+from meshlib.xds.naming import (
+    ALLOW_ANY_VHOST,
+    BLOCK_ALL_VHOST,
+    PASSTHROUGH,
+    gateway_route_config,
+    outbound_cluster,
+)
+from meshlib.xds.route import TranslateContext, is_catch_all, retry_policy, translate_rule
+
+RC_DEFAULTS: Json = {"validateClusters": False, "maxDirectResponseBodySizeBytes": 1048576,
+                     "ignorePortInHostMatching": True}
+
+
+def labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def resolve_gateway_ref(ref: str, vs_namespace: str) -> str:
+    """`name`/`./name` → `<vs ns>/name`; `ns/name` kept; `name.ns.svc…` → `ns/name`; `mesh` kept."""
+    if ref == "mesh":
+        return ref
+    if "/" in ref:
+        ns, name = ref.split("/", 1)
+        return f"{vs_namespace if ns == '.' else ns}/{name}"
+    if "." in ref:
+        name, ns = ref.split(".")[:2]
+        return f"{ns}/{name}"
+    return f"{vs_namespace}/{ref}"
+
+
+def vs_gateways(vs: Resource) -> list[str]:
+    return [resolve_gateway_ref(g, vs.namespace) for g in (vs.spec.get("gateways") or ["mesh"])]
+
+
+def vs_hosts(vs: Resource) -> list[str]:
+    return [fqdn(h, vs.namespace) for h in vs.spec.get("hosts") or []]
+
+
+def find_proxy(store: ConfigStore, proxy: str) -> Workload | None:
+    """`deploy/NAME.NS`, `deploy/NAME` (with NS from the default), or `NAME.NS`."""
+    ref = proxy.removeprefix("deploy/").removeprefix("deployment/")
+    name, _, ns = ref.partition(".")
+    candidates = [w for w in store.workloads() if w.name == name and (not ns or w.namespace == ns)]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def build_proxy_config(store: ConfigStore, workload: Workload) -> ProxyConfig:
+    mesh = store.mesh_settings()
+    pc = ProxyConfig(workload.proxy_id, "gateway" if workload.is_gateway else "sidecar", workload.namespace,
+                     dict(workload.labels), outbound_policy=mesh.outbound_policy)
+    pc.outbound_policy = _sidecar_policy(store, workload) or mesh.outbound_policy
+    services = visible_services(store, workload)
+    build_clusters(store, workload, services, pc)
+    if workload.is_gateway:
+        _gateway_routes(store, workload, services, pc)
+        for port, rc in sorted(pc.listener_ports.items()):
+            pc.listeners.append(gateway_listener(port, rc))
+    else:
+        _sidecar_routes(store, workload, services, pc)
+        pc.listeners.extend(sidecar_listeners(store, workload, pc))
+    return pc
+
+
+# --- Sidecar resource scoping ----------------------------------------------------------------------
+def _sidecar_resource(store: ConfigStore, workload: Workload) -> Resource | None:
+    candidates = [s for s in store.of_kind("Sidecar", workload.namespace)]
+    selected = [s for s in candidates if (s.spec.get("workloadSelector") or {}).get("labels")
+                and labels_match(s.spec["workloadSelector"]["labels"], workload.labels)]
+    if selected:
+        return selected[0]
+    defaults = [s for s in candidates if not s.spec.get("workloadSelector")]
+    if defaults:
+        return defaults[0]
+    root = [s for s in store.of_kind("Sidecar", ISTIO_SYSTEM) if not s.spec.get("workloadSelector")]
+    return root[0] if root else None
+
+
+def _sidecar_policy(store: ConfigStore, workload: Workload) -> str | None:
+    sc = None if workload.is_gateway else _sidecar_resource(store, workload)
+    return ((sc.spec.get("outboundTrafficPolicy") or {}).get("mode")) if sc else None
+
+
+def _egress_allows(patterns: list[str], svc: ServiceInfo, proxy_ns: str) -> bool:
+    for pattern in patterns:
+        ns, _, host = pattern.partition("/")
+        if pattern.startswith("~"):
+            continue
+        if ns not in ("*", svc.namespace) and not (ns == "." and svc.namespace == proxy_ns):
+            continue
+        if host_matches(host, svc.host):
+            return True
+    return False
+
+
+def visible_services(store: ConfigStore, workload: Workload) -> list[ServiceInfo]:
+    services = store.services()
+    if workload.is_gateway:
+        return services
+    sc = _sidecar_resource(store, workload)
+    if not sc or not sc.spec.get("egress"):
+        return services
+    patterns = [h for e in sc.spec["egress"] for h in e.get("hosts") or []]
+    return [s for s in services if _egress_allows(patterns, s, workload.namespace)]
+
+
+# --- port resolution -------------------------------------------------------------------------------
+def _port_resolver(services: list[ServiceInfo], listener_port: int):
+    by_host = {s.host: s for s in services}
+
+    def resolve(host: str, explicit: int | None) -> int:
+        if explicit:
+            return explicit
+        svc = by_host.get(host)
+        if svc and len(svc.ports) == 1:
+            return svc.ports[0].port
+        return listener_port
+
+    return resolve
+
+
+# --- gateway ---------------------------------------------------------------------------------------
+def _server_host(entry: str, vs_ns: str) -> tuple[str | None, str]:
+    ns, _, host = entry.rpartition("/")
+    if ns in ("", "*"):
+        return None, host
+    return ns, host
+
+
+def _gateway_port_target(store: ConfigStore, workload: Workload, port: int) -> int:
+    for svc in store.services():
+        if svc.namespace == workload.namespace and svc.selector and labels_match(svc.selector, workload.labels):
+            sp = svc.port(port)
+            if sp:
+                return sp.target_port
+    return port
+
+
+def _gateway_routes(store: ConfigStore, workload: Workload, services: list[ServiceInfo], pc: ProxyConfig) -> None:
+    gateways = [g for g in store.of_kind("Gateway")
+                if labels_match(g.spec.get("selector") or {}, workload.labels)]
+    mesh = store.mesh_settings()
+    vss = store.of_kind("VirtualService")
+    by_rc: dict[str, dict[str, dict[str, Any]]] = {}
+    for gw in gateways:
+        gw_ref = f"{gw.namespace}/{gw.name}"
+        for server in gw.spec["servers"]:
+            if (server["port"].get("protocol") or "HTTP").upper() not in ("HTTP", "HTTP2", "GRPC"):
+                continue
+            number = server["port"]["number"]
+            target = server["port"].get("targetPort") or _gateway_port_target(store, workload, number)
+            rc_name = gateway_route_config(target)
+            pc.listener_ports[target] = rc_name
+            vhosts = by_rc.setdefault(rc_name, {})
+            ctx = TranslateContext(store.profile, mesh, number, _port_resolver(services, number))
+            bound = False
+            for vs in vss:
+                if gw_ref not in vs_gateways(vs):
+                    continue
+                for host in vs_hosts(vs):
+                    hit = None
+                    for entry in server["hosts"]:
+                        ns, shost = _server_host(entry, vs.namespace)
+                        if ns not in (None, vs.namespace) and not (ns == "." and vs.namespace == gw.namespace):
+                            continue
+                        if hosts_intersect(shost, host):
+                            hit = host if not host.startswith("*") or shost.startswith("*") else shost
+                            break
+                    if hit is None:
+                        continue
+                    bound = True
+                    vh_name = f"{hit}:{number}"
+                    vh = vhosts.setdefault(vh_name, {"name": vh_name, "domains": [hit], "routes": [],
+                                                     "_origins": []})
+                    for rule_i, rule in enumerate(vs.spec.get("http") or []):
+                        kept = _kept_matches(rule, gw_ref, number, None)
+                        if kept is None:
+                            continue
+                        routes = translate_rule(rule, vs, ctx, kept)
+                        for r, (mi, _) in zip(routes, kept, strict=True):
+                            vh["routes"].append(r)
+                            vh["_origins"].append(RouteOrigin(vs, rule_i, mi))
+            if not bound:
+                vhosts.setdefault(f"blackhole:{number}", {"name": f"blackhole:{number}", "domains": ["*"],
+                                                          "routes": [], "_origins": []})
+    for rc_name, vhosts in by_rc.items():
+        out = []
+        for vh in sorted(vhosts.values(), key=lambda v: v["name"]):
+            pairs = list(zip(vh.pop("_origins"), vh["routes"], strict=True))
+            specific = [p for p in pairs if not is_catch_all(p[1]["match"])]
+            catch_all = [p for p in pairs if is_catch_all(p[1]["match"])]
+            ordered = specific + catch_all  # Istio moves catch-all routes of merged VirtualServices to the end
+            vh["routes"] = [r for _, r in ordered]
+            for i, (origin, _) in enumerate(ordered):
+                pc.origins[(rc_name, vh["name"], i)] = origin
+            out.append(vh)
+        pc.route_configs[rc_name] = {"name": rc_name, "virtualHosts": out, **RC_DEFAULTS}
+
+
+def _kept_matches(rule: dict[str, Any], gateway: str, port: int,
+                  source: Workload | None) -> list[tuple[int | None, dict[str, Any] | None]] | None:
+    """Config-time selectors: drop match entries that don't apply to this proxy (istio-semantics §1.3)."""
+    matches = rule.get("match")
+    if not matches:
+        return [(None, None)]
+    kept = []
+    for i, m in enumerate(matches):
+        if m.get("port") and m["port"] != port:
+            continue
+        if m.get("gateways"):
+            if gateway not in m["gateways"] and not (gateway == "mesh" and "mesh" in m["gateways"]):
+                continue
+        elif source is not None:
+            if m.get("sourceLabels") and not labels_match(m["sourceLabels"], source.labels):
+                continue
+            if m.get("sourceNamespace") and m["sourceNamespace"] != source.namespace:
+                continue
+        kept.append((i, m))
+    return kept or None
+
+
+# --- sidecar ---------------------------------------------------------------------------------------
+def _sidecar_routes(store: ConfigStore, workload: Workload, services: list[ServiceInfo], pc: ProxyConfig) -> None:
+    mesh = store.mesh_settings()
+    mesh_vss = [vs for vs in store.of_kind("VirtualService") if "mesh" in vs_gateways(vs)]
+    http_ports = sorted({p.port for s in services for p in s.ports if p.protocol in ("HTTP", "HTTP2", "GRPC")})
+    for port in http_ports:
+        rc_name = str(port)
+        ctx = TranslateContext(store.profile, mesh, port, _port_resolver(services, port))
+        vhosts: list[Json] = []
+        origins: dict[str, list[RouteOrigin]] = {}
+        claimed: set[str] = set()
+        port_services = [s for s in services if s.port(port) and s.port(port).protocol != "TCP"]
+        for svc in sorted(port_services, key=lambda s: s.host):
+            vh_name = f"{svc.host}:{port}"
+            domains = _domains(svc, workload.namespace, store)
+            vs = next((v for v in mesh_vss if any(host_matches(h, svc.host) for h in vs_hosts(v))), None)
+            routes: list[Json] = []
+            route_origins: list[RouteOrigin] = []
+            if vs is not None:
+                for rule_i, rule in enumerate(vs.spec.get("http") or []):
+                    kept = _kept_matches(rule, "mesh", port, workload)
+                    if kept is None:
+                        continue
+                    for r, (mi, _) in zip(translate_rule(rule, vs, ctx, kept), kept, strict=True):
+                        routes.append(r)
+                        route_origins.append(RouteOrigin(vs, rule_i, mi))
+                        if is_catch_all(r["match"]):
+                            break
+                    if routes and is_catch_all(routes[-1]["match"]):
+                        break
+                claimed.update(h for h in vs_hosts(vs) if host_matches(h, svc.host))
+            if not routes:
+                routes = [_default_route(svc, port, ctx)]
+                route_origins = []
+            vhosts.append({"name": vh_name, "domains": domains, "routes": routes,
+                           "includeRequestAttemptCount": True})
+            origins[vh_name] = route_origins
+        # VirtualService hosts that are not in the registry get their own virtual host
+        known = {s.host for s in services}
+        for vs in mesh_vss:
+            for host in vs_hosts(vs):
+                if host in known or host in claimed or "*" in host:
+                    continue
+                vh_name = f"{host}:{port}"
+                if any(v["name"] == vh_name for v in vhosts):
+                    continue
+                routes, route_origins = [], []
+                for rule_i, rule in enumerate(vs.spec.get("http") or []):
+                    kept = _kept_matches(rule, "mesh", port, workload)
+                    if kept is None:
+                        continue
+                    for r, (mi, _) in zip(translate_rule(rule, vs, ctx, kept), kept, strict=True):
+                        routes.append(r)
+                        route_origins.append(RouteOrigin(vs, rule_i, mi))
+                if routes:
+                    vhosts.append({"name": vh_name, "domains": [host], "routes": routes,
+                                   "includeRequestAttemptCount": True})
+                    origins[vh_name] = route_origins
+        vhosts.sort(key=lambda v: v["name"])
+        vhosts.append(_catch_all_vhost(pc.outbound_policy))
+        for vh in vhosts:
+            for i, origin in enumerate(origins.get(vh["name"], [])):
+                pc.origins[(rc_name, vh["name"], i)] = origin
+        pc.route_configs[rc_name] = {"name": rc_name, "virtualHosts": vhosts, **RC_DEFAULTS}
+        pc.listener_ports[port] = rc_name
+
+
+def _domains(svc: ServiceInfo, proxy_ns: str, store: ConfigStore) -> list[str]:
+    names = [svc.host]
+    if store.profile.absolute_fqdn_domain and svc.host.endswith(".svc.cluster.local"):
+        names.append(svc.host + ".")
+    names += short_aliases(svc.host, proxy_ns)
+    if svc.address:
+        names.append(svc.address)
+    if store.profile.port_domain_variants:
+        port = svc.ports[0].port if svc.ports else 80
+        names = [d for n in names for d in (n, f"{n}:{port}")]
+    return names
+
+
+def _default_route(svc: ServiceInfo, port: int, ctx: TranslateContext) -> Json:
+    cluster = outbound_cluster(port, "", svc.host)
+    action: Json = {"cluster": cluster, "timeout": "0s"}
+    retry = retry_policy(None, ctx)
+    if retry:
+        action["retryPolicy"] = retry
+    action["maxGrpcTimeout"] = "0s"
+    return {"name": "default", "match": {"prefix": "/"}, "route": action,
+            "decorator": {"operation": f"{svc.host}:{port}/*"}}
+
+
+def _catch_all_vhost(policy: str) -> Json:
+    if policy == "REGISTRY_ONLY":
+        return {"name": BLOCK_ALL_VHOST, "domains": ["*"],
+                "routes": [{"name": BLOCK_ALL_VHOST, "match": {"prefix": "/"}, "directResponse": {"status": 502}}],
+                "includeRequestAttemptCount": True}
+    return {"name": ALLOW_ANY_VHOST, "domains": ["*"],
+            "routes": [{"name": ALLOW_ANY_VHOST, "match": {"prefix": "/"},
+                        "route": {"cluster": PASSTHROUGH, "timeout": "0s", "maxGrpcTimeout": "0s"}}],
+            "includeRequestAttemptCount": True}

@@ -1,0 +1,50 @@
+"""The Envoy-shaped configuration of one proxy, as istiod would push it, plus where each route came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshlib.config.kinds import Resource
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EndpointRef:
+    """An upstream endpoint: pods of a workload on a port, or an external host served by a stand-in."""
+
+    workload: str | None  # Deployment name; None for external hosts
+    namespace: str
+    port: int
+    labels: tuple[tuple[str, str], ...] = ()
+    external_host: str | None = None
+
+
+@dataclass(frozen=True)
+class RouteOrigin:
+    """Which VirtualService rule (and which match entry of it) produced an Envoy route."""
+
+    resource: Resource
+    rule_index: int
+    match_index: int | None
+
+
+@dataclass
+class ProxyConfig:
+    """Listeners, route configurations, clusters and endpoints of one proxy, in istioctl's camelCase."""
+
+    proxy_id: str  # deploy/NAME.NAMESPACE
+    kind: str  # "gateway" or "sidecar"
+    namespace: str
+    labels: dict[str, str]
+    listeners: list[Json] = field(default_factory=list)
+    route_configs: dict[str, Json] = field(default_factory=dict)
+    clusters: dict[str, Json] = field(default_factory=dict)
+    endpoints: dict[str, list[EndpointRef]] = field(default_factory=dict)
+    origins: dict[tuple[str, str, int], RouteOrigin] = field(default_factory=dict)
+    outbound_policy: str = "ALLOW_ANY"
+    listener_ports: dict[int, str] = field(default_factory=dict)  # port -> route config name
+
+    def origin(self, route_config: str, virtual_host: str, index: int) -> RouteOrigin | None:
+        return self.origins.get((route_config, virtual_host, index))

@@ -1,0 +1,332 @@
+"""Translate one VirtualService HTTP rule into Envoy routes (pure; istio-semantics.md §1.3–1.9)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from meshlib.config.hosts import fqdn
+from meshlib.config.kinds import Resource
+from meshlib.config.store import MeshSettings
+from meshlib.profile import IstioProfile
+from meshlib.units import format_duration, parse_duration
+from meshlib.xds.model import Json
+from meshlib.xds.naming import outbound_cluster
+
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+PREVIOUS_HOSTS = {"name": "envoy.retry_host_predicates.previous_hosts",
+                  "typedConfig": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3."
+                                           "PreviousHostsPredicate"}}
+FAULT_FILTER = "envoy.filters.http.fault"
+FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+PSEUDO_MATCH_HEADERS = {"method": ":method", "authority": ":authority", "scheme": ":scheme"}
+
+# Resolves a destination (fqdn, explicit port or None) to the port its cluster uses.
+PortResolver = Callable[[str, int | None], int]
+
+
+@dataclass(frozen=True)
+class TranslateContext:
+    profile: IstioProfile
+    mesh: MeshSettings
+    listener_port: int
+    resolve_port: PortResolver
+
+
+def fraction(value: float) -> Json:
+    """A percentage as Envoy's FractionalPercent: `{numerator: value*10000, denominator: MILLION}`."""
+    return {"numerator": round(value * 10000), "denominator": "MILLION"}
+
+
+def string_match(spec: dict[str, str]) -> Json:
+    if "exact" in spec:
+        return {"exact": spec["exact"]}
+    if "prefix" in spec:
+        return {"prefix": spec["prefix"]}
+    return {"safeRegex": {"regex": spec["regex"]}}
+
+
+def _is_presence(spec: dict[str, str]) -> bool:
+    return not spec or spec.get("regex") == "*"
+
+
+def header_matchers(match: dict[str, Any]) -> list[Json]:
+    out: list[Json] = []
+    for name in sorted(match.get("headers") or {}):
+        if name.lower() in ("uri", "scheme", "method", "authority"):
+            continue  # ignored per the API
+        spec = match["headers"][name] or {}
+        out.append({"name": name, "presentMatch": True} if _is_presence(spec)
+                   else {"name": name, "stringMatch": string_match(spec)})
+    for name in sorted(match.get("withoutHeaders") or {}):
+        spec = match["withoutHeaders"][name] or {}
+        if _is_presence(spec):
+            out.append({"name": name, "presentMatch": True, "invertMatch": True})
+        else:
+            out.append({"name": name, "stringMatch": string_match(spec), "invertMatch": True,
+                        "treatMissingHeaderAsEmpty": True})
+    for key, pseudo in PSEUDO_MATCH_HEADERS.items():
+        if match.get(key):
+            out.append({"name": pseudo, "stringMatch": string_match(match[key])})
+    return out
+
+
+def route_match(match: dict[str, Any] | None) -> Json:
+    if match is None:
+        return {"prefix": "/"}
+    uri = match.get("uri") or {}
+    out: Json = {}
+    if "exact" in uri:
+        out["path"] = uri["exact"]
+    elif "prefix" in uri:
+        out["prefix"] = uri["prefix"]
+    elif "regex" in uri:
+        out["safeRegex"] = {"regex": uri["regex"]}
+    else:
+        out["prefix"] = "/"
+    out["caseSensitive"] = not match.get("ignoreUriCase", False)
+    headers = header_matchers(match)
+    if headers:
+        out["headers"] = headers
+    params = []
+    for name in sorted(match.get("queryParams") or {}):
+        spec = match["queryParams"][name] or {}
+        params.append({"name": name, "presentMatch": True} if _is_presence(spec)
+                      else {"name": name, "stringMatch": string_match(spec)})
+    if params:
+        out["queryParameters"] = params
+    return out
+
+
+def is_catch_all(match: Json) -> bool:
+    return (match.get("prefix") == "/" and not match.get("headers") and not match.get("queryParameters"))
+
+
+def default_retry_policy(ctx: TranslateContext) -> Json:
+    policy: Json = {"retryOn": DEFAULT_RETRY_ON, "numRetries": 2, "retryHostPredicate": [PREVIOUS_HOSTS],
+                    "hostSelectionRetryMaxAttempts": "5"}
+    if ctx.profile.default_retriable_503:
+        policy["retriableStatusCodes"] = [503]
+    mesh = ctx.mesh.default_retry_policy
+    if mesh:
+        return retry_policy(mesh, ctx) or {}
+    return policy
+
+
+def retry_policy(retries: dict[str, Any] | None, ctx: TranslateContext) -> Json | None:
+    """None means "no retryPolicy at all" (attempts <= 0)."""
+    if retries is None:
+        return default_retry_policy(ctx)
+    attempts = retries.get("attempts", 0)
+    if attempts <= 0:
+        return None
+    policy: Json = {"retryOn": DEFAULT_RETRY_ON, "numRetries": attempts}
+    codes: list[int] = []
+    if retries.get("retryOn"):
+        tokens = [t.strip() for t in retries["retryOn"].split(",") if t.strip()]
+        names = [t for t in tokens if not t.isdigit()]
+        codes = [int(t) for t in tokens if t.isdigit()]
+        if codes and "retriable-status-codes" not in names:
+            names.append("retriable-status-codes")
+        policy["retryOn"] = ",".join(names)
+    if retries.get("perTryTimeout"):
+        policy["perTryTimeout"] = format_duration(parse_duration(retries["perTryTimeout"]))
+    if retries.get("retryIgnorePreviousHosts", True):
+        policy["retryHostPredicate"] = [PREVIOUS_HOSTS]
+    policy["hostSelectionRetryMaxAttempts"] = "5"
+    if codes:
+        policy["retriableStatusCodes"] = codes
+    if retries.get("backoff"):
+        policy["retryBackOff"] = {"baseInterval": format_duration(parse_duration(retries["backoff"]))}
+    return policy
+
+
+def mirror_percent(rule: dict[str, Any]) -> Json | None:
+    """Envoy runtimeFraction.defaultValue for a rule's mirror; None when 0 (no mirror policy)."""
+    if rule.get("mirrorPercentage") is not None:
+        value = rule["mirrorPercentage"].get("value", 0)
+        return fraction(value) if value > 0 else None
+    if rule.get("mirrorPercent") is not None:
+        value = rule["mirrorPercent"]
+        return {"numerator": value} if value > 0 else None
+    return {"numerator": 100}
+
+
+def fault_config(fault: dict[str, Any]) -> Json | None:
+    out: Json = {"@type": FAULT_TYPE}
+    delay = fault.get("delay")
+    if delay and delay.get("fixedDelay"):
+        pct = (fraction(delay["percentage"].get("value", 0)) if delay.get("percentage") is not None
+               else {"numerator": delay["percent"]} if delay.get("percent") is not None else fraction(0))
+        out["delay"] = {"fixedDelay": format_duration(parse_duration(delay["fixedDelay"])), "percentage": pct}
+    abort = fault.get("abort")
+    if abort and abort.get("httpStatus"):
+        pct = fraction(abort["percentage"].get("value", 0)) if abort.get("percentage") is not None else fraction(0)
+        out["abort"] = {"httpStatus": abort["httpStatus"], "percentage": pct}
+    return out if len(out) > 1 else None
+
+
+def header_ops(headers: dict[str, Any] | None, out: Json, prefix: str = "") -> None:
+    for side, key in (("request", "request"), ("response", "response")):
+        ops = (headers or {}).get(side) or {}
+        adds: list[Json] = []
+        for name in sorted(ops.get("set") or {}):
+            if name.startswith(":") or name.lower() == "host":
+                continue
+            adds.append({"header": {"key": name, "value": ops["set"][name]},
+                         "appendAction": "OVERWRITE_IF_EXISTS_OR_ADD"})
+        for name in sorted(ops.get("add") or {}):
+            if name.startswith(":") or name.lower() == "host":
+                continue
+            adds.append({"header": {"key": name, "value": ops["add"][name]},
+                         "appendAction": "APPEND_IF_EXISTS_OR_ADD"})
+        if adds:
+            out.setdefault(f"{key}HeadersToAdd", []).extend(adds)
+        removes = [n for n in ops.get("remove") or [] if not n.startswith(":") and n.lower() != "host"]
+        if removes:
+            out.setdefault(f"{key}HeadersToRemove", []).extend(removes)
+
+
+def host_rewrite(rule: dict[str, Any]) -> str | None:
+    if (rule.get("rewrite") or {}).get("authority"):
+        return rule["rewrite"]["authority"]
+    for op in ("set", "add"):
+        hdrs = (((rule.get("headers") or {}).get("request") or {}).get(op) or {})
+        for k, v in hdrs.items():
+            if k.lower() in ("host", ":authority"):
+                return v
+    return None
+
+
+def destination_cluster(dest: dict[str, Any], vs: Resource, ctx: TranslateContext) -> str:
+    host = fqdn(dest["host"], vs.namespace)
+    port = ctx.resolve_port(host, (dest.get("port") or {}).get("number"))
+    return outbound_cluster(port, dest.get("subset", ""), host)
+
+
+def translate_rule(rule: dict[str, Any], vs: Resource, ctx: TranslateContext,
+                   matches: list[tuple[int | None, dict[str, Any] | None]]) -> list[Json]:
+    """The Envoy routes for `rule`, one per kept match entry (or one catch-all when it has none)."""
+    routes = []
+    for _index, match in matches:
+        envoy_match = route_match(match)
+        r: Json = {}
+        name = ".".join(n for n in (rule.get("name"), (match or {}).get("name")) if n)
+        if name:
+            r["name"] = name
+        r["match"] = envoy_match
+        action = _action(rule, vs, ctx)
+        r.update(action)
+        r["metadata"] = {"filterMetadata": {"istio": {"config": _config_path(vs, ctx)}}}
+        r["decorator"] = {"operation": _operation(r, vs, ctx)}
+        if rule.get("fault"):
+            fault = fault_config(rule["fault"])
+            if fault:
+                r["typedPerFilterConfig"] = {FAULT_FILTER: fault}
+        routes.append(r)
+    return routes
+
+
+def _config_path(vs: Resource, ctx: TranslateContext) -> str:
+    version = "v1" if ctx.profile.minor >= 22 else "v1alpha3"  # stored API version (switch release ⚠)
+    return f"/apis/networking.istio.io/{version}/namespaces/{vs.namespace}/virtual-service/{vs.name}"
+
+
+def _operation(route: Json, vs: Resource, ctx: TranslateContext) -> str:
+    m = route["match"]
+    path = (m["prefix"] + "*" if "prefix" in m else m.get("path") or m.get("safeRegex", {}).get("regex", "/*"))
+    cluster = (route.get("route") or {}).get("cluster")
+    if cluster:
+        host = cluster.split("|")[3]
+        return f"{host}:{ctx.listener_port}{path}"
+    return f"{vs.name}:{ctx.listener_port}{path}"
+
+
+def _action(rule: dict[str, Any], vs: Resource, ctx: TranslateContext) -> Json:
+    out: Json = {}
+    if rule.get("directResponse"):
+        dr = rule["directResponse"]
+        resp: Json = {"status": dr["status"]}
+        body = dr.get("body") or {}
+        if body.get("string") is not None:
+            resp["body"] = {"inlineString": body["string"]}
+        elif body.get("bytes") is not None:
+            resp["body"] = {"inlineBytes": body["bytes"]}
+        out["directResponse"] = resp
+        header_ops(rule.get("headers"), out)
+        return out
+    if rule.get("redirect"):
+        rd = rule["redirect"]
+        red: Json = {}
+        if rd.get("uri"):
+            red["pathRedirect"] = rd["uri"]
+        if rd.get("authority"):
+            red["hostRedirect"] = rd["authority"]
+        if rd.get("scheme"):
+            red["schemeRedirect"] = rd["scheme"]
+        if rd.get("port"):
+            red["portRedirect"] = rd["port"]
+        code = rd.get("redirectCode", 301)
+        red["responseCode"] = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER",
+                               307: "TEMPORARY_REDIRECT", 308: "PERMANENT_REDIRECT"}.get(code, "MOVED_PERMANENTLY")
+        out["redirect"] = red
+        return out
+    action: Json = {}
+    dests = rule.get("route") or []
+    if len(dests) == 1:
+        action["cluster"] = destination_cluster(dests[0]["destination"], vs, ctx)
+        header_ops(dests[0].get("headers"), out)
+    else:
+        clusters = []
+        for d in dests:
+            if (d.get("weight") or 0) == 0:
+                continue
+            entry: Json = {"name": destination_cluster(d["destination"], vs, ctx), "weight": d["weight"]}
+            header_ops(d.get("headers"), entry)
+            clusters.append(entry)
+        weighted: Json = {"clusters": clusters}
+        if ctx.profile.emit_total_weight:
+            weighted["totalWeight"] = sum(c["weight"] for c in clusters)
+        action["weightedClusters"] = weighted
+    timeout = rule.get("timeout")
+    action["timeout"] = format_duration(parse_duration(timeout)) if timeout else "0s"
+    retry = retry_policy(rule.get("retries"), ctx)
+    if retry:
+        action["retryPolicy"] = retry
+    rewrite = rule.get("rewrite") or {}
+    if rewrite.get("uri") is not None:
+        action["prefixRewrite"] = rewrite["uri"]
+    if rewrite.get("uriRegexRewrite"):
+        action["regexRewrite"] = {"pattern": {"regex": rewrite["uriRegexRewrite"]["match"]},
+                                  "substitution": rewrite["uriRegexRewrite"]["rewrite"]}
+    authority = host_rewrite(rule)
+    if authority:
+        action["hostRewriteLiteral"] = authority
+    mirrors = _mirror_policies(rule, vs, ctx)
+    if mirrors:
+        action["requestMirrorPolicies"] = mirrors
+    action["maxGrpcTimeout"] = action["timeout"]
+    out["route"] = action
+    header_ops(rule.get("headers"), out)
+    return out
+
+
+def _mirror_policies(rule: dict[str, Any], vs: Resource, ctx: TranslateContext) -> list[Json]:
+    policies = []
+    targets: list[tuple[dict[str, Any], Json | None]] = []
+    if rule.get("mirror"):
+        targets.append((rule["mirror"], mirror_percent(rule)))
+    for m in rule.get("mirrors") or []:
+        pct = m.get("percentage")
+        targets.append((m["destination"], {"numerator": 100} if pct is None
+                        else (fraction(pct.get("value", 0)) if pct.get("value", 0) > 0 else None)))
+    for dest, pct in targets:
+        if pct is None:
+            continue
+        policy: Json = {"cluster": destination_cluster(dest, vs, ctx), "runtimeFraction": {"defaultValue": pct},
+                        "traceSampled": False}
+        if not ctx.profile.shadow_host_suffix:
+            policy["disableShadowHostSuffixAppend"] = True
+        policies.append(policy)
+    return policies
