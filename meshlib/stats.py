@@ -158,10 +158,9 @@ class SplitVerdict:
                 f"({self.method} at alpha = {self.alpha:g}: a correct mesh fails this check "
                 f"{_pct(self.alpha)} of the time)."
             )
-            verdict = (
-                f"p-value {_pvalue(self.p_value)}, so the check "
-                + ("passed." if self.passed else f"failed: this split is unlikely if {_pct(self.claimed)} is true.")
-            )
+            unlikely = f"failed: this split is unlikely if {_pct(self.claimed)} is true."
+            outcome = "passed." if self.passed else unlikely
+            verdict = f"p-value {_pvalue(self.p_value)}, so the check {outcome}"
         sureness = (
             f"With {self.trials} requests it notices a {_points(self.misroute)} misroute "
             f"(a true share of {_pct(self.weakest_alternative)}) with probability {self.power:.2f}."
@@ -204,9 +203,11 @@ class DistributionVerdict:
         simulations: Monte-Carlo simulations used (``None`` when not simulated).
         reason: why the check failed without a test (a category that should get no traffic got some).
         misroute, power, weakest_category, underpowered, suggested_trials, warning: as for
-            :class:`SplitVerdict`, from the per-category binomial test of the weakest category (a guide to
-            the sample size; the chi-square test's own power is similar but not identical).
-        ci rows: Clopper-Pearson intervals at ``1 - alpha``, one category at a time (not simultaneous).
+            :class:`SplitVerdict`, from the per-category binomial test of the category hardest to check (a
+            guide to the sample size; the whole-split test's own power is similar but not identical).
+
+    Each row's ``ci`` is a Clopper-Pearson interval at ``1 - alpha`` for that category alone (the intervals
+    are not simultaneous).
     """
 
     passed: bool
@@ -263,8 +264,8 @@ class DistributionVerdict:
             verdict = "Passed: all traffic went to the only claimed category."
         else:
             verdict = (
-                f"{self.method} at alpha = {self.alpha:g} (a correct mesh fails it {_pct(self.alpha)} of the "
-                f"time): p-value {_pvalue(self.p_value)}, so the check "
+                f"Tested with the {self.method} at alpha = {self.alpha:g} (a correct mesh fails it "
+                f"{_pct(self.alpha)} of the time): p-value {_pvalue(self.p_value)}, so the check "
                 + ("passed." if self.passed else "failed: this split is unlikely if the claim is true.")
             )
         parts = [f"{expected}; {seen}", verdict]

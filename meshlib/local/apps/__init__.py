@@ -67,17 +67,15 @@ class UnknownImageError(MeshlibError):
     def __init__(self, image: str) -> None:
         self.image = image
         name = image_name(image) or image
-        builtin = ", ".join(sorted(name for name in IMAGES if not name.startswith("docker.io/")))
+        builtin = ", ".join(sorted(known for known in IMAGES if not known.startswith("docker.io/")))
         super().__init__(
             f"image {image!r} has no builtin app in the embedded mesh (builtin images: {builtin}); "
-            f"map it to a local command in meshlib.yaml under "
-            f"images: {{{name}: {{command: [...]}}}}, e.g. images: {{{name}: {{command: "
-            f'["python", "-m", "myservice", "--port", "$PORT"]}}}}'
+            f"map it to a local command in meshlib.yaml under images: {{{name}: {{command: [...]}}}}"
         )
 
 
 def image_name(image: str) -> str:
-    """The image without `:tag`, `@digest` and a leading `docker.io/` (also `library/` for official images)."""
+    """The image without `:tag`, `@digest` and a leading `docker.io/` (and `library/` after it)."""
     name = image.strip()
     name = name.split("@", 1)[0]
     last_slash = name.rfind("/")
@@ -94,7 +92,7 @@ def image_name(image: str) -> str:
 
 
 def lookup_image(image: str) -> AppFactory:
-    """The builtin app for a container image such as `istioinaction/catalog:latest`; UnknownImageError else."""
+    """The builtin app of an image such as `istioinaction/catalog:latest`; UnknownImageError else."""
     name = image_name(image)
     factory = IMAGES.get(name) or IMAGES.get(image.strip())
     if factory is None:
@@ -103,7 +101,7 @@ def lookup_image(image: str) -> AppFactory:
 
 
 def default_port(image: str, env: dict[str, str]) -> int:
-    """The port the real image listens on (fake-service reads LISTEN_ADDR); UnknownImageError if not builtin."""
+    """The port the real image listens on (fake-service: LISTEN_ADDR); UnknownImageError if not builtin."""
     name = image_name(image)
     if name not in IMAGES:
         raise UnknownImageError(image)

@@ -88,7 +88,7 @@ AppFactory = Callable[[AppContext], web.Application]
 
 
 class UpstreamError(MeshlibError):
-    """An outbound call got no HTTP response: connection refused or reset, timeout, or no way out of the pod."""
+    """An outbound call got no HTTP response: refused, reset, timed out, or no way out of the pod."""
 
     def __init__(self, method: str, url: str, reason: str) -> None:
         self.method = method
@@ -237,9 +237,18 @@ async def call_upstream(
     `headers` sets one. Redirects are not followed. Raises `UpstreamError` when no HTTP response comes
     back (refused, reset, timeout) or when there is no sidecar and the target is not loopback.
     """
-    target = URL(url)
-    if target.scheme not in {"http", "https"} or not target.host:
+    parsed = URL(url)
+    if parsed.scheme not in {"http", "https"} or not parsed.host:
         raise UpstreamError(method, url, "only absolute http:// or https:// URLs can be called")
+    # Rebuilt so that `http://api:9090` goes out as `http://api:9090/`: aiohttp would otherwise send an
+    # absolute-form target with an empty path, which aiohttp-based proxies route as a 404.
+    target = URL.build(
+        scheme=parsed.scheme,
+        authority=parsed.raw_authority,
+        path=parsed.raw_path or "/",
+        query_string=parsed.raw_query_string,
+        encoded=True,
+    )
     if ctx.proxy is None and not _is_loopback(target.host):
         raise UpstreamError(
             method,
@@ -267,7 +276,8 @@ async def call_upstream(
         raise UpstreamError(method, url, f"no response within {UPSTREAM_TIMEOUT.total:g}s") from exc
     except aiohttp.ClientError as exc:
         via = f" via sidecar {ctx.proxy}" if ctx.proxy else ""
-        raise UpstreamError(method, url, f"{exc.__class__.__name__}: {str(exc) or 'connection failed'}{via}") from exc
+        reason = f"{exc.__class__.__name__}: {str(exc) or 'connection failed'}{via}"
+        raise UpstreamError(method, url, reason) from exc
 
 
 @dataclass

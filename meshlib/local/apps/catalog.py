@@ -20,7 +20,8 @@ Failure injection ("blowups", as the book's `bin/chaos.sh` uses them); they hit 
   of requests hit. `500` answers an empty 500; `latency` waits `latency_ms` (a uniform 0..latency_ms
   when `volatile`) and then answers normally; `drop` closes the connection without any response.
   Answers 200 with the active blowups.
-- `DELETE /blowup` switches every mode off; with a body `{"mode": "500"}` (or `{"type": "500"}`) only that one.
+- `DELETE /blowup` switches every mode off; with a body `{"mode": "500"}` (or `{"type": "500"}`) only
+  that one.
 - `GET /blowup` lists the active blowups.
 - Env sets one at start: BLOWUP_MODE (or BLOWUP_TYPE), BLOWUP_PERCENTAGE, BLOWUP_LATENCY_MS, BLOWUP_VOLATILE.
 
@@ -167,7 +168,7 @@ class Catalog:
         except (json.JSONDecodeError, UnicodeDecodeError):
             data = None
         if not isinstance(data, dict):
-            return web.json_response({"error": "send a JSON object such as {\"mode\": \"500\"}"}, status=400)
+            return web.json_response({"error": 'send a JSON object such as {"mode": "500"}'}, status=400)
         try:
             blowup = parse_blowup(data)
         except BlowupSpecError as exc:

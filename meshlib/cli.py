@@ -1,0 +1,120 @@
+"""`meshlib` command line: analyze, proxy-config and explain over manifests (and, later, a running mesh)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from meshlib.config.analyze import ERROR, analyze
+from meshlib.config.store import ConfigStore
+from meshlib.errors import MeshlibError
+from meshlib.explain import explain_json, explain_text, proxy_config
+from meshlib.profile import profile_for
+from meshlib.router import Request
+from meshlib.xds.dialect import (
+    clusters_table,
+    config_dump,
+    istioctl_clusters,
+    istioctl_routes,
+    listeners_table,
+    routes_table,
+)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--filename", action="append", required=True, metavar="PATH",
+                   help="manifest file or folder (repeatable, like kubectl apply -f)")
+    p.add_argument("-n", "--namespace", default="default", help="namespace for manifests without one")
+    p.add_argument("--istio-version", default=None, help="Istio behaviour profile (default 1.17)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshlib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("analyze", help="report configuration problems, like istioctl analyze")
+    _common(p)
+
+    p = sub.add_parser("proxy-config", help="a proxy's Envoy config, like istioctl proxy-config")
+    p.add_argument("what", choices=["routes", "clusters", "listeners", "all"])
+    p.add_argument("proxy", help="deploy/NAME.NAMESPACE, e.g. deploy/istio-ingressgateway.istio-system")
+    p.add_argument("--name", help="only the route config with this name (routes)")
+    p.add_argument("-o", "--output", choices=["short", "json", "config_dump"], default="short")
+    _common(p)
+
+    p = sub.add_parser("explain", help="predict where a request goes, and why")
+    p.add_argument("--from", dest="proxy", required=True, help="the proxy the request passes: deploy/NAME.NS")
+    p.add_argument("--host", required=True, help="Host (authority) of the request")
+    p.add_argument("--path", default="/", help="path with optional query")
+    p.add_argument("-X", "--method", default="GET")
+    p.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    _common(p)
+    return parser
+
+
+def _store(args: argparse.Namespace) -> ConfigStore:
+    return ConfigStore.from_paths(args.filename, args.namespace, profile_for(args.istio_version))
+
+
+def _headers(raw: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for h in raw:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            raise MeshlibError(f"header {h!r} is not 'NAME: VALUE'")
+        out.append((name.strip(), value.strip()))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "analyze":
+        store = _store(args)
+        findings = analyze(store)
+        for f in findings:
+            print(f)
+        if not findings:
+            print(f"✔ No validation issues found when analyzing {len(store)} resources.")
+        return 1 if any(f.level == ERROR for f in findings) else 0
+    if args.command == "proxy-config":
+        pc = proxy_config(_store(args), args.proxy)
+        if args.output == "config_dump":
+            print(json.dumps(config_dump(pc), indent=2))
+        elif args.output == "json":
+            data = {"routes": istioctl_routes(pc, args.name), "clusters": istioctl_clusters(pc),
+                    "listeners": pc.listeners}
+            print(json.dumps(data if args.what == "all" else data[args.what], indent=2))
+        else:
+            tables = {"routes": lambda: routes_table(pc, args.name), "clusters": lambda: clusters_table(pc),
+                      "listeners": lambda: listeners_table(pc)}
+            chosen = tables if args.what == "all" else {args.what: tables[args.what]}
+            print("\n\n".join(fn() for fn in chosen.values()))
+        return 0
+    if args.command == "explain":
+        store = _store(args)
+        request = Request.of(args.host, args.path, args.method, _headers(args.header))
+        if args.output == "json":
+            print(json.dumps(explain_json(store, args.proxy, request), indent=2))
+        else:
+            print(explain_text(store, args.proxy, request))
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except MeshlibError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
