@@ -255,9 +255,11 @@ class DistributionVerdict:
         expected = "Expected a split of " + ", ".join(
             f"{_pct(row.claimed)} {row.name}" for row in self.rows if row.claimed > 0
         )
-        seen = "observed " + ", ".join(
-            f"{row.count} {row.name} ({_pct(row.observed)})" for row in self.rows
-        ) + f" of {self.total} requests."
+        seen = (
+            "observed "
+            + ", ".join(f"{row.count} {row.name} ({_pct(row.observed)})" for row in self.rows)
+            + f" of {self.total} requests."
+        )
         if self.reason is not None:
             verdict = f"Failed: {self.reason} (an exact claim, no statistics)."
         elif self.statistic is None:
@@ -443,13 +445,25 @@ def multinomial_check(
             for row in violations
         )
         return DistributionVerdict(
-            passed=False, p_value=0.0, method="exact claim (no statistics)", statistic=None, dof=None,
-            simulations=None, reason=listed, **common,
+            passed=False,
+            p_value=0.0,
+            method="exact claim (no statistics)",
+            statistic=None,
+            dof=None,
+            simulations=None,
+            reason=listed,
+            **common,
         )
     if len(positive) == 1:
         return DistributionVerdict(
-            passed=True, p_value=1.0, method="exact claim (no statistics)", statistic=None, dof=None,
-            simulations=None, reason=None, **common,
+            passed=True,
+            p_value=1.0,
+            method="exact claim (no statistics)",
+            statistic=None,
+            dof=None,
+            simulations=None,
+            reason=None,
+            **common,
         )
 
     f_obs = np.array([row.count for row in positive], dtype=float)
@@ -478,8 +492,14 @@ def multinomial_check(
             f"some expected counts < {MIN_EXPECTED_COUNT:g})"
         )
     return DistributionVerdict(
-        passed=p_value >= a, p_value=p_value, method=method, statistic=statistic, dof=dof, simulations=sims,
-        reason=None, **common,
+        passed=p_value >= a,
+        p_value=p_value,
+        method=method,
+        statistic=statistic,
+        dof=dof,
+        simulations=sims,
+        reason=None,
+        **common,
     )
 
 
@@ -573,12 +593,22 @@ def render_table(verdict: SplitVerdict | DistributionVerdict) -> str:
     if isinstance(verdict, SplitVerdict):
         low, high = verdict.ci
         body.append(
-            (verdict.label, str(verdict.successes), _pct1(verdict.observed), _pct1(verdict.claimed),
-             _interval(low, high))
+            (
+                verdict.label,
+                str(verdict.successes),
+                _pct1(verdict.observed),
+                _pct1(verdict.claimed),
+                _interval(low, high),
+            )
         )
         body.append(
-            (f"not {verdict.label}", str(verdict.trials - verdict.successes), _pct1(1 - verdict.observed),
-             _pct1(1 - verdict.claimed), _interval(1 - high, 1 - low))
+            (
+                f"not {verdict.label}",
+                str(verdict.trials - verdict.successes),
+                _pct1(1 - verdict.observed),
+                _pct1(1 - verdict.claimed),
+                _interval(1 - high, 1 - low),
+            )
         )
         total = verdict.trials
     else:
@@ -778,8 +808,10 @@ def _probability(value: object, what: str) -> float:
 def _alpha(value: object) -> float:
     number = _probability(value, "alpha (false-failure rate)")
     if not 0.0 < number < 1.0:
-        raise StatsError(f"alpha (false-failure rate) must be strictly between 0 and 1, got {value!r}; "
-                         f"the default is {DEFAULT_ALPHA}")
+        raise StatsError(
+            f"alpha (false-failure rate) must be strictly between 0 and 1, got {value!r}; "
+            f"the default is {DEFAULT_ALPHA}"
+        )
     return number
 
 

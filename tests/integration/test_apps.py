@@ -379,6 +379,8 @@ def test_webapp_to_catalog_v2_end_to_end_through_a_forwarding_proxy() -> None:
                     async with http.get(app.url + "/api/catalog") as resp:
                         assert resp.status == 200
                         items = await resp.json()
+                    async with http.head(app.url + "/api/catalog") as resp:  # the book polls with curl -I
+                        assert resp.status == 200
         assert len(items) == 4 and all("imageUrl" in item for item in items)
 
     run(scenario)
@@ -585,9 +587,7 @@ def test_sleep_curl_endpoint_sends_requests_through_the_proxy() -> None:
                     results = await resp.json()
                 async with http.post(app.url + "/__meshlib/curl", json={"url": "http://nowhere/"}) as resp:
                     [missing] = await resp.json()
-                async with http.post(
-                    app.url + "/__meshlib/curl", json={"url": "http://x/", "count": 10001}
-                ) as resp:
+                async with http.post(app.url + "/__meshlib/curl", json={"url": "http://x/", "count": 10001}) as resp:
                     assert resp.status == 400
                     assert "count" in (await resp.json())["error"]
                 async with http.post(app.url + "/__meshlib/curl", json={"url": "ftp://x/"}) as resp:

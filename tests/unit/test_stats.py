@@ -123,8 +123,16 @@ def test_exact_claim_ignores_alpha() -> None:
 
 @pytest.mark.parametrize(
     ("successes", "trials", "claimed"),
-    [(0, 20, 0.1), (2, 20, 0.1), (96, 1000, 0.1), (130, 1000, 0.1), (500, 1000, 0.5), (1000, 1000, 1.0),
-     (3, 1000, 0.0), (17, 17, 0.9)],
+    [
+        (0, 20, 0.1),
+        (2, 20, 0.1),
+        (96, 1000, 0.1),
+        (130, 1000, 0.1),
+        (500, 1000, 0.5),
+        (1000, 1000, 1.0),
+        (3, 1000, 0.0),
+        (17, 17, 0.9),
+    ],
 )
 def test_confidence_interval_contains_observed(successes: int, trials: int, claimed: float) -> None:
     verdict = binomial_check(successes, trials, claimed)
@@ -135,8 +143,10 @@ def test_confidence_interval_contains_observed(successes: int, trials: int, clai
     assert (low, high) == pytest.approx((expected.low, expected.high))
 
 
-@pytest.mark.parametrize(("trials", "claimed"), [(20, 0.1), (150, 0.1), (1000, 0.1), (37, 0.5), (300, 0.03),
-                                                 (50, 0.97), (10, 0.0), (10, 1.0)])
+@pytest.mark.parametrize(
+    ("trials", "claimed"),
+    [(20, 0.1), (150, 0.1), (1000, 0.1), (37, 0.5), (300, 0.03), (50, 0.97), (10, 0.0), (10, 1.0)],
+)
 def test_acceptance_region_is_exactly_where_the_check_passes(trials: int, claimed: float) -> None:
     """The region used for power agrees with scipy's binomtest for every k, and with binomial_check."""
     low, high = acceptance_region(trials, claimed)
@@ -248,10 +258,6 @@ def test_power_is_the_weaker_side() -> None:
     verdict = binomial_check(2, 20, 0.10)
     assert verdict.weakest_alternative == 0.0
     assert verdict.power == 0.0
-
-
-def misroute_min(claimed: float, misroute: float) -> int:
-    return min_sample_size(claimed, misroute)
 
 
 @pytest.mark.parametrize(

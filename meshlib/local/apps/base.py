@@ -117,7 +117,6 @@ class UpstreamResponse(NamedTuple):
 
 SESSION_KEY = web.AppKey("meshlib_client_session", aiohttp.ClientSession)
 CONTEXT_KEY = web.AppKey("meshlib_app_context", AppContext)
-DROPPED_KEY = "meshlib_dropped"
 
 
 def new_app(ctx: AppContext, *, client: bool = True, log_requests: bool = True) -> web.Application:
@@ -163,7 +162,8 @@ def access_log_middleware(ctx: AppContext) -> Middleware:
         status = "-"
         try:
             response = await handler(request)
-            if not request.get(DROPPED_KEY):
+            transport = request.transport
+            if transport is not None and not transport.is_closing():
                 status = str(response.status)
             return response
         except web.HTTPException as exc:
@@ -181,7 +181,6 @@ def access_log_middleware(ctx: AppContext) -> Middleware:
 
 def drop_connection(request: web.Request) -> web.Response:
     """Close the client's connection without a response; return a placeholder aiohttp never sends."""
-    request[DROPPED_KEY] = True
     if request.transport is not None:
         request.transport.abort()
     return web.Response(status=499)
@@ -258,8 +257,11 @@ async def call_upstream(
         )
     out: CIMultiDict[str] = CIMultiDict(headers or {})
     if "Host" not in out:
-        port = target.explicit_port
-        out["Host"] = f"{target.raw_host}:{port}" if port is not None else str(target.raw_host)
+        host = str(parsed.raw_host)
+        if ":" in host:
+            host = f"[{host}]"
+        port = parsed.explicit_port
+        out["Host"] = f"{host}:{port}" if port is not None else host
     try:
         async with session.request(
             method,

@@ -91,9 +91,7 @@ def create_app(ctx: AppContext) -> web.Application:
         for _ in range(count):
             started = perf_counter()
             try:
-                upstream = await call_upstream(
-                    app_ctx, session, method, url, headers, body, skip_auto_headers=skip
-                )
+                upstream = await call_upstream(app_ctx, session, method, url, headers, body, skip_auto_headers=skip)
             except UpstreamError as exc:
                 results.append(
                     {
