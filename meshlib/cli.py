@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -11,6 +12,7 @@ from meshlib.config.analyze import ERROR, analyze
 from meshlib.config.store import ConfigStore
 from meshlib.errors import MeshlibError
 from meshlib.explain import explain_json, explain_text, proxy_config
+from meshlib.local import control, serve
 from meshlib.profile import profile_for
 from meshlib.router import Request
 from meshlib.xds.dialect import (
@@ -23,8 +25,8 @@ from meshlib.xds.dialect import (
 )
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-f", "--filename", action="append", required=True, metavar="PATH",
+def _common(p: argparse.ArgumentParser, files_required: bool = True) -> None:
+    p.add_argument("-f", "--filename", action="append", required=files_required, metavar="PATH",
                    help="manifest file or folder (repeatable, like kubectl apply -f)")
     p.add_argument("-n", "--namespace", default="default", help="namespace for manifests without one")
     p.add_argument("--istio-version", default=None, help="Istio behaviour profile (default 1.17)")
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("proxy", help="deploy/NAME.NAMESPACE, e.g. deploy/istio-ingressgateway.istio-system")
     p.add_argument("--name", help="only the route config with this name (routes)")
     p.add_argument("-o", "--output", choices=["short", "json", "config_dump"], default="short")
-    _common(p)
+    _common(p, files_required=False)  # without -f: from the running local mesh
 
     p = sub.add_parser("explain", help="predict where a request goes, and why")
     p.add_argument("--from", dest="proxy", required=True, help="the proxy the request passes: deploy/NAME.NS")
@@ -52,6 +54,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     _common(p)
+
+    p = sub.add_parser("up", help="start the embedded mesh on loopback")
+    _common(p)
+    p.add_argument("--port", type=int, default=30000, help="ingress gateway port on 127.0.0.1 (0: any free)")
+    p.add_argument("--detach", action="store_true", help="run in the background; stop with `meshlib down`")
+
+    sub.add_parser("down", help="stop the running embedded mesh")
+
+    for name, text in (("apply", "apply manifests to the running mesh"),
+                       ("delete", "delete the manifests' resources from the running mesh")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("-f", "--filename", action="append", required=True, metavar="PATH")
+        p.add_argument("-n", "--namespace", default=None)
+
+    p = sub.add_parser("get", help="list pods or resources of the running mesh")
+    p.add_argument("what", help="pods, svc, deploy, vs, dr, gw, se")
+    p.add_argument("-n", "--namespace", default=None)
+
+    p = sub.add_parser("logs", help="container logs of a workload in the running mesh")
+    p.add_argument("target", help="deploy/NAME")
+    p.add_argument("-c", "--container", default=None, help="e.g. istio-proxy for the sidecar's access log")
+    p.add_argument("-n", "--namespace", default=None)
+    p.add_argument("--tail", type=int, default=None)
     return parser
 
 
@@ -78,6 +103,27 @@ def run(args: argparse.Namespace) -> int:
         if not findings:
             print(f"✔ No validation issues found when analyzing {len(store)} resources.")
         return 1 if any(f.level == ERROR for f in findings) else 0
+    if args.command == "up":
+        return serve.up(args.filename, args.namespace, args.port, args.istio_version, args.detach)
+    if args.command == "down":
+        return serve.down()
+    if args.command in ("apply", "delete"):
+        paths = [os.path.abspath(p) for p in args.filename]
+        print(control.send(args.command, {"paths": paths, "namespace": args.namespace}))
+        return 0
+    if args.command == "get":
+        print(control.send("get", {"what": args.what, "namespace": args.namespace}))
+        return 0
+    if args.command == "logs":
+        out = control.send("logs", {"target": args.target, "namespace": args.namespace,
+                                    "container": args.container, "tail": args.tail})
+        if out:
+            print(out)
+        return 0
+    if args.command == "proxy-config" and not args.filename:
+        print(control.send("proxy-config", {"what": args.what, "proxy": args.proxy, "output": args.output,
+                                            "namespace": None if args.namespace == "default" else args.namespace}))
+        return 0
     if args.command == "proxy-config":
         pc = proxy_config(_store(args), args.proxy)
         if args.output == "config_dump":

@@ -122,3 +122,10 @@ def explain_json(store: ConfigStore, proxy: str, request: Request) -> dict[str, 
         "outcome": {"status": d.status, "flags": d.flags, "details": d.details} if d.status is not None
         else {"forwarded": True},
     }
+
+
+def proxy_workload_ref(ref: str, default_namespace: str) -> tuple[str, str]:
+    """`deploy/NAME.NS`, `deploy/NAME`, `NAME.NS` or `NAME` → (NAME, NS)."""
+    name = ref.removeprefix("deploy/").removeprefix("deployment/")
+    name, _, ns = name.partition(".")
+    return name, ns or default_namespace
