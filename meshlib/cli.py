@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--port", type=int, default=30000, help="ingress gateway port on 127.0.0.1 (0: any free)")
     p.add_argument("--detach", action="store_true", help="run in the background; stop with `meshlib down`")
+    p.add_argument("--mesh-config", default=None,
+                   help="maps user images to local commands (default: ./meshlib.yaml when present)")
 
     sub.add_parser("down", help="stop the running embedded mesh")
 
@@ -104,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"✔ No validation issues found when analyzing {len(store)} resources.")
         return 1 if any(f.level == ERROR for f in findings) else 0
     if args.command == "up":
-        return serve.up(args.filename, args.namespace, args.port, args.istio_version, args.detach)
+        return serve.up(args.filename, args.namespace, args.port, args.istio_version, args.detach,
+                        args.mesh_config)
     if args.command == "down":
         return serve.down()
     if args.command in ("apply", "delete"):

@@ -29,10 +29,19 @@ from meshlib.config.kinds import Resource
 from meshlib.config.loader import load_documents, parse_documents
 from meshlib.config.store import ISTIO_SYSTEM, ConfigStore, Workload
 from meshlib.errors import ConfigError, MeshlibError
-from meshlib.local.apps import AppContext, RunningApp, UnknownImageError, default_port, lookup_image, start_app
+from meshlib.local.apps import (
+    AppContext,
+    RunningApp,
+    UnknownImageError,
+    default_port,
+    image_name,
+    lookup_image,
+    start_app,
+)
 from meshlib.local.external import create_app as create_external_app
 from meshlib.local.logs import LogBuffer
 from meshlib.local.metrics import Peer
+from meshlib.local.process import ImageCommand, ProcessContainer
 from meshlib.local.proxy import Endpoint, GatewayProxy, SidecarProxy
 from meshlib.profile import profile_for
 from meshlib.xds import ProxyConfig, build_proxy_config
@@ -61,7 +70,7 @@ class Pod:
     template: str
     peer: Peer
     logs: dict[str, LogBuffer] = field(default_factory=dict)
-    apps: list[RunningApp] = field(default_factory=list)
+    apps: list[RunningApp | ProcessContainer] = field(default_factory=list)
     ports: dict[int, int] = field(default_factory=dict)  # container port -> real loopback port
     sidecar: SidecarProxy | GatewayProxy | None = None
     ready: bool = False
@@ -79,8 +88,10 @@ class LocalMesh:
     """An Istio-like mesh on loopback: apply manifests, send traffic, read logs, config and metrics."""
 
     def __init__(self, paths: Iterable[str | Path] = (), namespace: str = "default",
-                 port: int = DEFAULT_GATEWAY_PORT, istio_version: str | None = None, seed: int | None = None) -> None:
+                 port: int = DEFAULT_GATEWAY_PORT, istio_version: str | None = None, seed: int | None = None,
+                 images: dict[str, ImageCommand] | None = None) -> None:
         self.store = ConfigStore(profile_for(istio_version))
+        self.images = images or {}  # user images run as local commands (meshlib.yaml)
         self.namespace = namespace
         self.requested_port = port
         self.rng = random.Random(seed)
@@ -234,6 +245,8 @@ class LocalMesh:
             if res.kind != "Deployment":
                 continue
             for i, c in enumerate(res.spec["template"]["spec"]["containers"]):
+                if image_name(c["image"]) in self.images:
+                    continue
                 try:
                     lookup_image(c["image"])
                 except UnknownImageError as exc:
@@ -310,7 +323,9 @@ class LocalMesh:
         plans = []
         for c in w.containers:
             env = self._container_env(pod, c)
-            ports = [p["containerPort"] for p in c.get("ports") or []] or [default_port(c["image"], env)]
+            user = image_name(c["image"]) in self.images
+            ports = [p["containerPort"] for p in c.get("ports") or []] or [
+                8080 if user else default_port(c["image"], env)]
             container_ports += ports
             pod.logs[c["name"]] = LogBuffer()
             plans.append((c, env, ports))
@@ -321,6 +336,14 @@ class LocalMesh:
         try:
             await sidecar.start(container_ports)
             for c, env, ports in plans:
+                spec = self.images.get(image_name(c["image"]))
+                if spec is not None:
+                    container = ProcessContainer(c["image"], spec, env, sidecar.outbound_url, pod.logs[c["name"]])
+                    pod.apps.append(container)
+                    await container.start()
+                    for p in ports:
+                        pod.ports[p] = container.port
+                    continue
                 ctx = AppContext(env=env, log=pod.logs[c["name"]].write, proxy=sidecar.outbound_url,
                                  namespace=pod.namespace, pod_name=pod.name, rng=random.Random(self.rng.random()))
                 app = lookup_image(c["image"])(ctx)

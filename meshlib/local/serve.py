@@ -15,6 +15,7 @@ from meshlib.errors import MeshlibError
 from meshlib.explain import proxy_workload_ref
 from meshlib.local.control import ControlServer, clear_state, read_state, state_path, write_state
 from meshlib.local.mesh import PROXY_CONTAINER, LocalMesh
+from meshlib.local.process import read_mesh_config_if_present
 from meshlib.xds.dialect import clusters_table, config_dump, listeners_table, routes_table
 
 SHORT_KINDS = {"vs": "VirtualService", "virtualservice": "VirtualService", "virtualservices": "VirtualService",
@@ -85,14 +86,16 @@ class Handlers:
         return "stopping"
 
 
-def up(paths: list[str], namespace: str, port: int, istio_version: str | None, detach: bool) -> int:
+def up(paths: list[str], namespace: str, port: int, istio_version: str | None, detach: bool,
+       mesh_config: str | None = None) -> int:
+    images = read_mesh_config_if_present(mesh_config)
     if detach:
-        return _detach(paths, namespace, port, istio_version)
+        return _detach(paths, namespace, port, istio_version, mesh_config)
     _refuse_if_running()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with LocalMesh(paths, namespace=namespace, port=port, istio_version=istio_version) as mesh:
+    with LocalMesh(paths, namespace=namespace, port=port, istio_version=istio_version, images=images) as mesh:
         h = Handlers(mesh, stop)
         control = ControlServer({"apply": h.apply, "delete": h.delete, "get": h.get, "logs": h.logs,
                                  "proxy-config": h.proxy_config, "down": h.down})
@@ -128,13 +131,15 @@ def _refuse_if_running() -> None:
                        "stop it with `meshlib down` first")
 
 
-def _detach(paths: list[str], namespace: str, port: int, istio_version: str | None) -> int:
+def _detach(paths: list[str], namespace: str, port: int, istio_version: str | None, mesh_config: str | None) -> int:
     _refuse_if_running()
     cmd = [sys.executable, "-m", "meshlib.cli", "up", "-n", namespace, "--port", str(port)]
     for p in paths:
         cmd += ["-f", os.path.abspath(p)]
     if istio_version:
         cmd += ["--istio-version", istio_version]
+    if mesh_config:
+        cmd += ["--mesh-config", os.path.abspath(mesh_config)]
     log = state_path().with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:

@@ -1,0 +1,147 @@
+"""User images as local commands: a container that is a subprocess, restarted like `restartPolicy: Always`.
+
+Map an image in `meshlib.yaml` (next to your features, or given with --mesh-config):
+
+    images:
+      example/orders:
+        command: ["python", "-m", "orders"]
+
+The command gets the container's env plus `PORT` (where to listen, on 127.0.0.1) and `HTTP_PROXY` (the
+pod's sidecar, which stands in for Istio's traffic capture). Its stdout and stderr are the container log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meshlib.config.loader import parse_documents
+from meshlib.errors import ConfigError, MeshlibError, Source
+from meshlib.local.apps import image_name
+from meshlib.local.logs import LogBuffer
+
+MAX_BACKOFF = 5.0
+READY_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class ImageCommand:
+    command: tuple[str, ...]
+    source: Source
+
+
+def load_image_map(path: str | Path) -> dict[str, ImageCommand]:
+    """`images:` of a meshlib.yaml; ConfigError with file:line for a bad entry."""
+    p = Path(path)
+    try:
+        docs = parse_documents(p.read_text(encoding="utf-8"), str(p))
+    except OSError as exc:
+        raise MeshlibError(f"cannot read mesh config {p}: {exc}") from None
+    out: dict[str, ImageCommand] = {}
+    for doc in docs:
+        images = doc.data.get("images") if isinstance(doc.data, dict) else None
+        if not isinstance(images, dict):
+            raise ConfigError(doc.source, "a mesh config needs an 'images' mapping",
+                              "write images: {IMAGE: {command: [PROGRAM, ARG…]}}")
+        for image, spec in images.items():
+            cmd = spec.get("command") if isinstance(spec, dict) else None
+            if not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd):
+                raise ConfigError(doc.where(("images", image)), f"image {image!r} needs command: a list of strings")
+            out[image_name(str(image))] = ImageCommand(tuple(cmd), doc.where(("images", image)))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ProcessContainer:
+    """Runs the command, feeds its output to the log, restarts it when it exits, stops it on close()."""
+
+    def __init__(self, image: str, spec: ImageCommand, env: dict[str, str], proxy: str, log: LogBuffer) -> None:
+        self.image, self.spec, self.log = image, spec, log
+        self.port = free_port()
+        self.env = {**os.environ, **env, "PORT": str(self.port), "HTTP_PROXY": proxy, "http_proxy": proxy,
+                    "NO_PROXY": "", "no_proxy": ""}
+        self.restarts = 0
+        self.ready = asyncio.Event()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.ensure_future(self._supervise())
+        try:
+            await asyncio.wait_for(self.ready.wait(), READY_TIMEOUT)
+        except TimeoutError:
+            await self.close()
+            tail = "; ".join(self.log.read(tail=3)) or "no output"
+            raise MeshlibError(f"{self.image}: `{' '.join(self.spec.command)}` did not listen on 127.0.0.1:{self.port}"
+                               f" ($PORT) within {READY_TIMEOUT:g}s (mapped at {self.spec.source}); last output: "
+                               f"{tail}") from None
+
+    async def _supervise(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                self._proc = await asyncio.create_subprocess_exec(
+                    *self.spec.command, env=self.env, stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+            except OSError as exc:
+                self.log.write(f"meshlib: cannot start {self.spec.command[0]!r}: {exc.strerror}")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            waiter = asyncio.ensure_future(self._wait_listening())
+            assert self._proc.stdout is not None
+            async for line in self._proc.stdout:
+                self.log.write(line.decode(errors="replace"))
+            code = await self._proc.wait()
+            waiter.cancel()
+            self.ready.clear()
+            self.restarts += 1
+            self.log.write(f"meshlib: container exited with code {code}; restarting in {backoff:g}s "
+                           "(restartPolicy Always)")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _wait_listening(self) -> None:
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                self.ready.set()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 3)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+
+
+def read_mesh_config_if_present(path: str | Path | None) -> dict[str, ImageCommand]:
+    if path is not None:
+        return load_image_map(path)
+    default = Path("meshlib.yaml")
+    return load_image_map(default) if default.is_file() else {}
+
