@@ -117,7 +117,7 @@ class Proxy:
         admin = web.Application()
         admin.router.add_get("/stats/prometheus", self._stats)
         admin.router.add_get("/config_dump", self._config_dump)
-        admin.router.add_get("/ready", lambda _r: web.Response(text="LIVE"))
+        admin.router.add_get("/ready", self._ready)
         self.admin_port = await self._serve(admin, 0)
 
     async def close(self) -> None:
@@ -131,6 +131,9 @@ class Proxy:
         if self.session is not None:
             await self.session.close()
             self.session = None
+
+    async def _ready(self, _request: web.Request) -> web.Response:
+        return web.Response(text="LIVE")
 
     async def _stats(self, _request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.exposition(), content_type="text/plain", charset="utf-8")
