@@ -36,11 +36,18 @@ _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 Duration = Scalar((str,), "a duration like 10s", duration_problem)
 
 
+_RE2_QUIET = re2.Options()
+_RE2_QUIET.log_errors = False  # the error goes into our message, not onto stderr
+
+
 def _regex_problem(value: str) -> str | None:
     try:
-        re2.compile(value)
+        re2.compile(value, options=_RE2_QUIET)
     except re2.error as exc:
-        return f"invalid RE2 regular expression {value!r}: {exc}"
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        return f"invalid RE2 regular expression {value!r}: {reason}"
     return None
 
 
@@ -187,8 +194,15 @@ MetricTemplate = Obj({"provider": Obj({"type": Str, "address": Str, "secretRef":
 
 ServicePort = Obj({"port": Int, "targetPort": IntOrStr, "name": Str, "protocol": Enum("TCP", "UDP", "SCTP"),
                    "nodePort": Int, "appProtocol": Str}, required=("port",))
+# Kubernetes core kinds: every field of the spec is listed (kubectl rejects unknown ones too); the fields meshlib
+# does not model are accepted as they are.
 Service = Obj({"selector": Labels, "ports": ListOf(ServicePort),
-               "type": Enum("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")}, open=True)
+               "type": Enum("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"),
+               **{k: Anything for k in (
+                   "allocateLoadBalancerNodePorts", "clusterIP", "clusterIPs", "externalIPs", "externalName",
+                   "externalTrafficPolicy", "healthCheckNodePort", "internalTrafficPolicy", "ipFamilies",
+                   "ipFamilyPolicy", "loadBalancerClass", "loadBalancerIP", "loadBalancerSourceRanges",
+                   "publishNotReadyAddresses", "sessionAffinity", "sessionAffinityConfig", "trafficDistribution")}})
 EnvVar = Obj({"name": Str, "value": Scalar((str,), "a string (quote numbers and booleans)"),
               "valueFrom": OPEN}, required=("name",))
 Container = Obj({"name": Str, "image": Str, "env": ListOf(EnvVar), "command": ListOf(Str), "args": ListOf(Str),
@@ -198,9 +212,15 @@ Container = Obj({"name": Str, "image": Str, "env": ListOf(EnvVar), "command": Li
 PodTemplate = Obj({"metadata": Obj({"labels": Labels, "annotations": MapOf(Str)}, open=True),
                    "spec": Obj({"containers": ListOf(Container)}, open=True, required=("containers",))},
                   required=("spec",))
-Deployment = Obj({"replicas": NonNegInt(), "selector": Obj({"matchLabels": Labels}, open=True),
-                  "template": PodTemplate}, open=True, required=("template",))
-Metadata = Obj({"name": Str, "namespace": Str, "labels": Labels, "annotations": MapOf(Str)}, open=True,
+Deployment = Obj({"replicas": NonNegInt(), "selector": Obj({"matchLabels": Labels, "matchExpressions": ListOf(OPEN)}),
+                  "template": PodTemplate,
+                  **{k: Anything for k in ("minReadySeconds", "paused", "progressDeadlineSeconds",
+                                           "revisionHistoryLimit", "strategy")}},
+                 required=("template",))
+Metadata = Obj({"name": Str, "namespace": Str, "labels": Labels, "annotations": MapOf(Str),
+                **{k: Anything for k in ("generateName", "uid", "resourceVersion", "generation", "creationTimestamp",
+                                         "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences",
+                                         "finalizers", "managedFields", "selfLink")}},
                required=("name",))
 
 
@@ -282,6 +302,8 @@ def build_resource(doc: Document, default_namespace: str) -> Resource:
         raise ConfigError(doc.where(("apiVersion",)),
                           f"{kind_name} does not exist in apiVersion {api_version!r}",
                           f"use one of: {', '.join(kind.api_versions)}")
+    if data.get("metadata") is None:
+        raise ConfigError(doc.source, f"{kind_name} has no 'metadata'", "add metadata: {name: …}")
     Metadata.check(data.get("metadata"), doc, ("metadata",))
     metadata = data["metadata"]
     name = metadata["name"]

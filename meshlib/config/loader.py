@@ -23,6 +23,7 @@ class Document:
     data: Any
     source: Source
     lines: dict[Path_, int] = field(default_factory=dict)
+    block_scalars: set[Path_] = field(default_factory=set)  # values written as `|` or `>` blocks
 
     def where(self, path: Path_ = ()) -> Source:
         """The source of `path`, or of its nearest ancestor that has a recorded line."""
@@ -34,18 +35,20 @@ class Document:
         return self.source
 
 
-def _index_lines(node: yaml.Node, path: Path_, out: dict[Path_, int]) -> None:
+def _index_lines(node: yaml.Node, path: Path_, out: dict[Path_, int], blocks: set[Path_]) -> None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value
             child = (*path, key)
             out[child] = key_node.start_mark.line + 1
-            _index_lines(value_node, child, out)
+            if isinstance(value_node, yaml.ScalarNode) and value_node.style in ("|", ">"):
+                blocks.add(child)
+            _index_lines(value_node, child, out, blocks)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             child = (*path, i)
             out[child] = item.start_mark.line + 1
-            _index_lines(item, child, out)
+            _index_lines(item, child, out, blocks)
 
 
 def parse_documents(text: str, filename: str = "<string>") -> list[Document]:
@@ -61,11 +64,13 @@ def parse_documents(text: str, filename: str = "<string>") -> list[Document]:
             if data is None:
                 continue
             lines: dict[Path_, int] = {}
-            _index_lines(node, (), lines)
-            docs.append(Document(data, Source(filename, node.start_mark.line + 1), lines))
+            blocks: set[Path_] = set()
+            _index_lines(node, (), lines, blocks)
+            docs.append(Document(data, Source(filename, node.start_mark.line + 1), lines, blocks))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
+        last_line = max(1, len(text.splitlines()))  # "end of stream" is reported past the last line
+        line = min(mark.line + 1, last_line) if mark else 1
         problem = exc.problem or exc.context or "invalid YAML"
         raise ConfigError(Source(filename, line), f"invalid YAML: {problem}",
                           "fix the indentation or quoting on that line") from None

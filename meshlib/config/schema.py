@@ -59,7 +59,7 @@ Bool = Scalar((bool,), "true or false")
 Int = Scalar((int,), "an integer")
 Num = Scalar((int, float), "a number")
 IntOrStr = Scalar((int, str), "a number or a name")
-Anything = Scalar((object,), "anything")
+Anything = Scalar((object, bool), "anything")
 
 
 def NonNegInt(name: str = "a non-negative integer") -> Scalar:

@@ -8,13 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from meshlib.config.hosts import fqdn
-from meshlib.config.kinds import Resource, build_resource
+from meshlib.config.kinds import MeshConfig, Resource, build_resource
 from meshlib.config.loader import Document, load_documents, parse_documents
 from meshlib.config.schema import fail
-from meshlib.errors import ConfigError
+from meshlib.errors import ConfigError, Source
 from meshlib.profile import DEFAULT_VERSION, IstioProfile, profile_for
 
 ISTIO_SYSTEM = "istio-system"
@@ -91,6 +89,36 @@ def _port_protocol(name: str | None, app_protocol: str | None) -> str:
     return "HTTP"  # named http*, or unnamed: Istio sniffs the protocol; the walkthrough's traffic is HTTP
 
 
+def _mesh_from_configmap(cm: Resource) -> dict[str, Any]:
+    """The mesh config held as a YAML string in the `istio` ConfigMap (`data.mesh`), checked like meshConfig.
+
+    Errors point at the file line inside the string: a block scalar (`mesh: |`) starts on the line after the key.
+    """
+    text = cm.spec.get("mesh")
+    if not text:
+        return {}
+    if not isinstance(text, str):
+        raise ConfigError(cm.where("mesh"), "data.mesh: the istio ConfigMap's mesh must be a YAML string",
+                          "write it as a block: mesh: |")
+    key_line = cm.where("mesh").line
+    offset = key_line if ("data", "mesh") in cm.doc.block_scalars else key_line - 1
+    try:
+        inner = parse_documents(text, cm.source.file)
+    except ConfigError as exc:
+        line = (exc.source.line if exc.source else 1) + offset
+        problem = exc.message.removeprefix("invalid YAML: ")
+        raise ConfigError(Source(cm.source.file, line), f"data.mesh: not valid YAML: {problem}", exc.hint) from None
+    if not inner:
+        return {}
+    if len(inner) > 1 or not isinstance(inner[0].data, dict):
+        raise ConfigError(cm.where("mesh"), "data.mesh: the istio ConfigMap's mesh must be one YAML mapping")
+    lines = {("data", "mesh", *path): line + offset for path, line in inner[0].lines.items()}
+    lines[("data", "mesh")] = key_line
+    shifted = Document(inner[0].data, Source(cm.source.file, key_line), lines)
+    MeshConfig.check(inner[0].data, shifted, ("data", "mesh"))
+    return inner[0].data
+
+
 @dataclass
 class ConfigStore:
     """Resources keyed by (kind, namespace, name) in apply order, plus everything derived from them."""
@@ -118,7 +146,7 @@ class ConfigStore:
         """Validate all, then store all: a bad document leaves the store unchanged."""
         resources = self.parse(docs, namespace)
         for res in resources:
-            self._resources.pop(res.key, None)
+            # an update keeps its place: Kubernetes keeps creationTimestamp, and Istio orders by it
             self._resources[res.key] = res
         return resources
 
@@ -136,6 +164,8 @@ class ConfigStore:
         return self._resources.pop((kind, namespace, name), None) is not None
 
     def _check_version_rules(self, res: Resource) -> None:
+        if res.kind == "ConfigMap" and (res.namespace, res.name) == (ISTIO_SYSTEM, "istio"):
+            _mesh_from_configmap(res)
         if res.kind != "VirtualService" or not self.profile.weights_must_sum_100:
             return
         for i, rule in enumerate(res.spec.get("http") or []):
@@ -245,14 +275,8 @@ class ConfigStore:
         for op in self.of_kind("IstioOperator"):
             mesh.update(op.spec.get("meshConfig") or {})
         cm = self.get("ConfigMap", ISTIO_SYSTEM, "istio")
-        if cm is not None and cm.spec.get("mesh"):
-            try:
-                parsed = yaml.safe_load(cm.spec["mesh"]) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(cm.where("mesh"), f"the istio ConfigMap's mesh is not valid YAML: {exc}") from None
-            if not isinstance(parsed, dict):
-                raise ConfigError(cm.where("mesh"), "the istio ConfigMap's mesh must be a mapping")
-            mesh.update(parsed)
+        if cm is not None:
+            mesh.update(_mesh_from_configmap(cm))
         policy = (mesh.get("outboundTrafficPolicy") or {}).get("mode", "ALLOW_ANY")
         return MeshSettings(policy, mesh.get("accessLogFile", ""), mesh.get("accessLogEncoding", "TEXT"),
                             mesh.get("defaultHttpRetryPolicy"))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.utils import floatToGoString
 
 LABELS = ("reporter", "source_workload", "source_canonical_service", "source_canonical_revision",
           "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster",
@@ -78,4 +79,26 @@ class ProxyMetrics:
         self.response_bytes.labels(*labels).observe(resp_bytes)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """Prometheus text format with the labels in Istio's emission order (`le` last), and no `_created`
+        series (an Envoy proxy has none; prometheus_client would sort the labels and add them)."""
+        out: list[str] = []
+        for metric in self.registry.collect():
+            name = f"{metric.name}_total" if metric.type == "counter" else metric.name
+            out.append(f"# HELP {name} {metric.documentation}\n# TYPE {name} {metric.type}\n")
+            for sample in metric.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(sample.labels.items(), key=_label_rank))
+                out.append(f"{sample.name}{{{labels}}} {floatToGoString(sample.value)}\n")
+        return "".join(out).encode()
+
+
+_ORDER = {name: i for i, name in enumerate(LABELS)}
+
+
+def _label_rank(item: tuple[str, str]) -> int:
+    return _ORDER.get(item[0], len(LABELS))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

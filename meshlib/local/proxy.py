@@ -114,6 +114,9 @@ class Proxy:
         connector = aiohttp.TCPConnector(limit=0, force_close=False, enable_cleanup_closed=True)
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                              timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
+        # Envoy sends exactly one upstream request per try; aiohttp would silently resend an idempotent
+        # request once when the connection drops (as aiohttp's own TestClient, switch that off).
+        self.session._retry_connection = False
         admin = web.Application()
         admin.router.add_get("/stats/prometheus", self._stats)
         admin.router.add_get("/config_dump", self._config_dump)
@@ -161,6 +164,8 @@ class Proxy:
             await asyncio.sleep(decision.fault.delay_seconds)
         if decision.status is not None:
             up = Upstream(decision.status, CIMultiDict(), decision.body.encode(), decision.flags, decision.details)
+            if decision.redirect is not None:
+                up.headers["location"] = redirect_location(decision, authority, path)
         else:
             _apply_header_ops(decision, headers)
             out_authority = decision.host_rewrite or authority
@@ -230,9 +235,10 @@ class Proxy:
                 tried.add(ep.key)
                 up = await self._send(ep, method, authority, path, headers, body, per_try)
                 last = up
-                if attempt == attempts or not _retriable(up, retry_on, codes):
-                    if attempt > 1 and up.flags not in ("-",):
-                        up.flags = f"{up.flags},URX" if "URX" not in up.flags else up.flags
+                retriable = _retriable(up, retry_on, codes)
+                if attempt == attempts or not retriable:
+                    if retriable and attempts > 1 and "URX" not in up.flags:  # retry limit exceeded
+                        up.flags = "URX" if up.flags == "-" else f"{up.flags},URX"
                     return up
                 await asyncio.sleep(self.rng.uniform(0, 0.025 * (2 ** (attempt - 1))))
             return last  # pragma: no cover - loop always returns
@@ -312,6 +318,27 @@ def _retriable(up: Upstream, retry_on: set[str], codes: set[int]) -> bool:
     if "5xx" in retry_on and up.status >= 500:
         return True
     return "gateway-error" in retry_on and up.status in (502, 503, 504)
+
+
+def redirect_location(decision: Decision, authority: str, path: str) -> str:
+    """Envoy's redirect URL: scheme, host, port and path each swapped when the route says so."""
+    redirect = decision.redirect or {}
+    scheme = redirect.get("schemeRedirect", "http")
+    host, sep, port = authority.rpartition(":")
+    if not sep or not port.isdigit():
+        host, port = authority, ""
+    if redirect.get("hostRedirect"):
+        host, port = redirect["hostRedirect"], ""
+    if redirect.get("portRedirect"):
+        port = str(redirect["portRedirect"])
+    target, _, query = path.partition("?")
+    if redirect.get("pathRedirect"):
+        new_path, _, new_query = redirect["pathRedirect"].partition("?")
+        target, query = new_path, new_query or query
+    elif redirect.get("prefixRewrite") is not None and decision.route is not None:
+        prefix = decision.route["match"].get("prefix", "")
+        target = redirect["prefixRewrite"] + target[len(prefix):]
+    return f"{scheme}://{host}{':' + port if port else ''}{target}{'?' + query if query else ''}"
 
 
 def _apply_header_ops(decision: Decision, headers: CIMultiDict[str]) -> None:
@@ -450,9 +477,12 @@ class SidecarProxy(Proxy):
         if self.access_log:
             self.log.write(access_log_line(start_time, request, up, millis, cluster,
                                            f"127.0.0.1:{app_port}", "default", req, len(body)))
-        if up.status == 0 or (up.flags.startswith("UC")):
+        if up.status == 0:
             if req.transport is not None:
                 req.transport.close()
             raise asyncio.CancelledError
+        # an app that resets or refuses gets Envoy's local reply (503 UC/UF), not a dropped connection
         resp_headers = CIMultiDict((k, v) for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP)
+        if up.body and up.details != "via_upstream" and "content-type" not in resp_headers:
+            resp_headers["content-type"] = "text/plain"
         return web.Response(status=up.status, headers=resp_headers, body=up.body)

@@ -153,6 +153,7 @@ def _gateway_routes(store: ConfigStore, workload: Workload, services: list[Servi
     mesh = store.mesh_settings()
     vss = store.of_kind("VirtualService")
     by_rc: dict[str, dict[str, dict[str, Any]]] = {}
+    rc_ports: dict[str, int] = {}
     for gw in gateways:
         gw_ref = f"{gw.namespace}/{gw.name}"
         for server in gw.spec["servers"]:
@@ -164,7 +165,7 @@ def _gateway_routes(store: ConfigStore, workload: Workload, services: list[Servi
             pc.listener_ports[target] = rc_name
             vhosts = by_rc.setdefault(rc_name, {})
             ctx = TranslateContext(store.profile, mesh, number, _port_resolver(services, number))
-            bound = False
+            rc_ports.setdefault(rc_name, number)
             for vs in vss:
                 if gw_ref not in vs_gateways(vs):
                     continue
@@ -179,22 +180,20 @@ def _gateway_routes(store: ConfigStore, workload: Workload, services: list[Servi
                             break
                     if hit is None:
                         continue
-                    bound = True
+                    pairs = _vs_routes(vs, ctx, gw_ref, number, workload)
+                    if not pairs:
+                        continue  # no rule applies to this gateway and port: the VirtualService is skipped
                     vh_name = f"{hit}:{number}"
                     vh = vhosts.setdefault(vh_name, {"name": vh_name, "domains": [hit], "routes": [],
                                                      "_origins": []})
-                    for rule_i, rule in enumerate(vs.spec.get("http") or []):
-                        kept = _kept_matches(rule, gw_ref, number, None)
-                        if kept is None:
-                            continue
-                        routes = translate_rule(rule, vs, ctx, kept)
-                        for r, (mi, _) in zip(routes, kept, strict=True):
-                            vh["routes"].append(r)
-                            vh["_origins"].append(RouteOrigin(vs, rule_i, mi))
-            if not bound:
-                vhosts.setdefault(f"blackhole:{number}", {"name": f"blackhole:{number}", "domains": ["*"],
-                                                          "routes": [], "_origins": []})
+                    for r, origin in pairs:
+                        vh["routes"].append(r)
+                        vh["_origins"].append(origin)
     for rc_name, vhosts in by_rc.items():
+        if not vhosts:  # no VirtualService bound to any server on this port: every request gets 404 NR
+            port = rc_ports[rc_name]
+            vhosts[f"blackhole:{port}"] = {"name": f"blackhole:{port}", "domains": ["*"], "routes": [],
+                                           "_origins": []}
         out = []
         for vh in sorted(vhosts.values(), key=lambda v: v["name"]):
             pairs = list(zip(vh.pop("_origins"), vh["routes"], strict=True))
@@ -208,9 +207,12 @@ def _gateway_routes(store: ConfigStore, workload: Workload, services: list[Servi
         pc.route_configs[rc_name] = {"name": rc_name, "virtualHosts": out, **RC_DEFAULTS}
 
 
-def _kept_matches(rule: dict[str, Any], gateway: str, port: int,
-                  source: Workload | None) -> list[tuple[int | None, dict[str, Any] | None]] | None:
-    """Config-time selectors: drop match entries that don't apply to this proxy (istio-semantics §1.3)."""
+def _kept_matches(rule: dict[str, Any], vs: Resource, gateway: str, port: int,
+                  source: Workload) -> list[tuple[int | None, dict[str, Any] | None]] | None:
+    """Config-time selectors: drop match entries that don't apply to this proxy (istio-semantics §1.3).
+
+    `source` is the proxy's own workload; like Istio's sourceMatchHTTP this holds for gateways too.
+    """
     matches = rule.get("match")
     if not matches:
         return [(None, None)]
@@ -219,15 +221,33 @@ def _kept_matches(rule: dict[str, Any], gateway: str, port: int,
         if m.get("port") and m["port"] != port:
             continue
         if m.get("gateways"):
-            if gateway not in m["gateways"] and not (gateway == "mesh" and "mesh" in m["gateways"]):
+            if gateway not in (resolve_gateway_ref(g, vs.namespace) for g in m["gateways"]):
                 continue
-        elif source is not None:
+        else:
             if m.get("sourceLabels") and not labels_match(m["sourceLabels"], source.labels):
                 continue
             if m.get("sourceNamespace") and m["sourceNamespace"] != source.namespace:
                 continue
         kept.append((i, m))
     return kept or None
+
+
+def _vs_routes(vs: Resource, ctx: TranslateContext, gateway: str, port: int,
+               source: Workload) -> list[tuple[Json, RouteOrigin]]:
+    """Istio's BuildHTTPRoutesForVirtualService: the routes of the kept match entries in order, stopping after
+    the first catch-all (nothing after it could match)."""
+    out: list[tuple[Json, RouteOrigin]] = []
+    for rule_i, rule in enumerate(vs.spec.get("http") or []):
+        kept = _kept_matches(rule, vs, gateway, port, source)
+        if kept is not None:
+            routes = translate_rule(rule, vs, ctx, kept)  # [] when the rule's action is dropped
+            for r, (mi, _) in zip(routes, kept, strict=False):
+                out.append((r, RouteOrigin(vs, rule_i, mi)))
+                if is_catch_all(r["match"]):
+                    return out
+        if not rule.get("match"):
+            return out
+    return out
 
 
 # --- sidecar ---------------------------------------------------------------------------------------
@@ -244,22 +264,14 @@ def _sidecar_routes(store: ConfigStore, workload: Workload, services: list[Servi
         port_services = [s for s in services if s.port(port) and s.port(port).protocol != "TCP"]
         for svc in sorted(port_services, key=lambda s: s.host):
             vh_name = f"{svc.host}:{port}"
-            domains = _domains(svc, workload.namespace, store)
+            domains = _domains(svc, port, workload.namespace, store)
             vs = next((v for v in mesh_vss if any(host_matches(h, svc.host) for h in vs_hosts(v))), None)
             routes: list[Json] = []
             route_origins: list[RouteOrigin] = []
             if vs is not None:
-                for rule_i, rule in enumerate(vs.spec.get("http") or []):
-                    kept = _kept_matches(rule, "mesh", port, workload)
-                    if kept is None:
-                        continue
-                    for r, (mi, _) in zip(translate_rule(rule, vs, ctx, kept), kept, strict=True):
-                        routes.append(r)
-                        route_origins.append(RouteOrigin(vs, rule_i, mi))
-                        if is_catch_all(r["match"]):
-                            break
-                    if routes and is_catch_all(routes[-1]["match"]):
-                        break
+                pairs = _vs_routes(vs, ctx, "mesh", port, workload)
+                routes = [r for r, _ in pairs]
+                route_origins = [o for _, o in pairs]
                 claimed.update(h for h in vs_hosts(vs) if host_matches(h, svc.host))
             if not routes:
                 routes = [_default_route(svc, port, ctx)]
@@ -267,23 +279,23 @@ def _sidecar_routes(store: ConfigStore, workload: Workload, services: list[Servi
             vhosts.append({"name": vh_name, "domains": domains, "routes": routes,
                            "includeRequestAttemptCount": True})
             origins[vh_name] = route_origins
-        # VirtualService hosts that are not in the registry get their own virtual host
+        # VirtualService hosts that are not in the registry get their own virtual host, on the HTTP ports of the
+        # registry services the same VirtualService names, or only on port 80 if it names none (Istio's hack)
         known = {s.host for s in services}
         for vs in mesh_vss:
+            registry_ports = {p.port for s in services for p in s.ports if p.protocol in ("HTTP", "HTTP2", "GRPC")
+                              and any(host_matches(h, s.host) for h in vs_hosts(vs))}
+            if port not in (registry_ports or {80}):
+                continue
             for host in vs_hosts(vs):
                 if host in known or host in claimed or "*" in host:
                     continue
                 vh_name = f"{host}:{port}"
                 if any(v["name"] == vh_name for v in vhosts):
                     continue
-                routes, route_origins = [], []
-                for rule_i, rule in enumerate(vs.spec.get("http") or []):
-                    kept = _kept_matches(rule, "mesh", port, workload)
-                    if kept is None:
-                        continue
-                    for r, (mi, _) in zip(translate_rule(rule, vs, ctx, kept), kept, strict=True):
-                        routes.append(r)
-                        route_origins.append(RouteOrigin(vs, rule_i, mi))
+                pairs = _vs_routes(vs, ctx, "mesh", port, workload)
+                routes = [r for r, _ in pairs]
+                route_origins = [o for _, o in pairs]
                 if routes:
                     vhosts.append({"name": vh_name, "domains": [host], "routes": routes,
                                    "includeRequestAttemptCount": True})
@@ -293,11 +305,14 @@ def _sidecar_routes(store: ConfigStore, workload: Workload, services: list[Servi
         for vh in vhosts:
             for i, origin in enumerate(origins.get(vh["name"], [])):
                 pc.origins[(rc_name, vh["name"], i)] = origin
-        pc.route_configs[rc_name] = {"name": rc_name, "virtualHosts": vhosts, **RC_DEFAULTS}
+        rc_fields = dict(RC_DEFAULTS)
+        if store.profile.port_domain_variants:  # ≤1.15 matched the port through `host:port` domains instead
+            del rc_fields["ignorePortInHostMatching"]
+        pc.route_configs[rc_name] = {"name": rc_name, "virtualHosts": vhosts, **rc_fields}
         pc.listener_ports[port] = rc_name
 
 
-def _domains(svc: ServiceInfo, proxy_ns: str, store: ConfigStore) -> list[str]:
+def _domains(svc: ServiceInfo, port: int, proxy_ns: str, store: ConfigStore) -> list[str]:
     names = [svc.host]
     if store.profile.absolute_fqdn_domain and svc.host.endswith(".svc.cluster.local"):
         names.append(svc.host + ".")
@@ -305,7 +320,6 @@ def _domains(svc: ServiceInfo, proxy_ns: str, store: ConfigStore) -> list[str]:
     if svc.address:
         names.append(svc.address)
     if store.profile.port_domain_variants:
-        port = svc.ports[0].port if svc.ports else 80
         names = [d for n in names for d in (n, f"{n}:{port}")]
     return names
 

@@ -20,6 +20,8 @@ PREVIOUS_HOSTS = {"name": "envoy.retry_host_predicates.previous_hosts",
                                            "PreviousHostsPredicate"}}
 FAULT_FILTER = "envoy.filters.http.fault"
 FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER", 307: "TEMPORARY_REDIRECT",
+                  308: "PERMANENT_REDIRECT"}
 PSEUDO_MATCH_HEADERS = {"method": ":method", "authority": ":authority", "scheme": ":scheme"}
 
 # Resolves a destination (fqdn, explicit port or None) to the port its cluster uses.
@@ -52,20 +54,22 @@ def _is_presence(spec: dict[str, str]) -> bool:
 
 
 def header_matchers(match: dict[str, Any]) -> list[Json]:
+    """`headers` and `withoutHeaders` sorted together by name (as Istio does), then :method, :authority, :scheme."""
     out: list[Json] = []
-    for name in sorted(match.get("headers") or {}):
+    for name in match.get("headers") or {}:
         if name.lower() in ("uri", "scheme", "method", "authority"):
             continue  # ignored per the API
         spec = match["headers"][name] or {}
         out.append({"name": name, "presentMatch": True} if _is_presence(spec)
                    else {"name": name, "stringMatch": string_match(spec)})
-    for name in sorted(match.get("withoutHeaders") or {}):
+    for name in match.get("withoutHeaders") or {}:
         spec = match["withoutHeaders"][name] or {}
         if _is_presence(spec):
             out.append({"name": name, "presentMatch": True, "invertMatch": True})
         else:
             out.append({"name": name, "stringMatch": string_match(spec), "invertMatch": True,
                         "treatMissingHeaderAsEmpty": True})
+    out.sort(key=lambda h: h["name"])
     for key, pseudo in PSEUDO_MATCH_HEADERS.items():
         if match.get(key):
             out.append({"name": pseudo, "stringMatch": string_match(match[key])})
@@ -100,46 +104,62 @@ def route_match(match: dict[str, Any] | None) -> Json:
 
 
 def is_catch_all(match: Json) -> bool:
-    return (match.get("prefix") == "/" and not match.get("headers") and not match.get("queryParameters"))
+    """Istio's IsCatchAllRoute: prefix `/` (or regex `.*`) and no header or query parameter matchers."""
+    path_all = match.get("prefix") == "/" or (match.get("safeRegex") or {}).get("regex") == ".*"
+    return path_all and not match.get("headers") and not match.get("queryParameters")
 
 
-def default_retry_policy(ctx: TranslateContext) -> Json:
+def builtin_retry_policy(ctx: TranslateContext) -> Json:
+    """Istio's built-in default (retry.DefaultPolicy): 2 retries; `[503]` only up to 1.23."""
     policy: Json = {"retryOn": DEFAULT_RETRY_ON, "numRetries": 2, "retryHostPredicate": [PREVIOUS_HOSTS],
                     "hostSelectionRetryMaxAttempts": "5"}
     if ctx.profile.default_retriable_503:
         policy["retriableStatusCodes"] = [503]
-    mesh = ctx.mesh.default_retry_policy
-    if mesh:
-        return retry_policy(mesh, ctx) or {}
     return policy
 
 
+def default_retry_policy(ctx: TranslateContext) -> Json:
+    mesh = ctx.mesh.default_retry_policy
+    if mesh:
+        return retry_policy(mesh, ctx) or {}
+    return builtin_retry_policy(ctx)
+
+
 def retry_policy(retries: dict[str, Any] | None, ctx: TranslateContext) -> Json | None:
-    """None means "no retryPolicy at all" (attempts <= 0)."""
+    """None means "no retryPolicy at all" (attempts <= 0). A user policy starts from the built-in default and
+    overrides what it sets (retry.ConvertPolicy)."""
     if retries is None:
         return default_retry_policy(ctx)
     attempts = retries.get("attempts", 0)
     if attempts <= 0:
         return None
-    policy: Json = {"retryOn": DEFAULT_RETRY_ON, "numRetries": attempts}
-    codes: list[int] = []
+    policy = builtin_retry_policy(ctx)
+    policy["numRetries"] = attempts
     if retries.get("retryOn"):
         tokens = [t.strip() for t in retries["retryOn"].split(",") if t.strip()]
-        names = [t for t in tokens if not t.isdigit()]
-        codes = [int(t) for t in tokens if t.isdigit()]
-        if codes and "retriable-status-codes" not in names:
+        names = [t for t in tokens if not _is_status_code(t)]
+        codes = [int(t) for t in tokens if _is_status_code(t)]
+        if codes and "retriable-status-codes" not in ",".join(names):
             names.append("retriable-status-codes")
         policy["retryOn"] = ",".join(names)
+        policy.pop("retriableStatusCodes", None)
+        if codes:
+            policy["retriableStatusCodes"] = codes
     if retries.get("perTryTimeout"):
         policy["perTryTimeout"] = format_duration(parse_duration(retries["perTryTimeout"]))
-    if retries.get("retryIgnorePreviousHosts", True):
-        policy["retryHostPredicate"] = [PREVIOUS_HOSTS]
-    policy["hostSelectionRetryMaxAttempts"] = "5"
-    if codes:
-        policy["retriableStatusCodes"] = codes
+    if retries.get("retryIgnorePreviousHosts") is False:
+        policy.pop("retryHostPredicate")
+    if retries.get("retryRemoteLocalities"):
+        policy["retryPriority"] = {"name": "envoy.retry_priorities.previous_priorities", "typedConfig": {
+            "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3."
+                     "PreviousPrioritiesConfig", "updateFrequency": 2}}
     if retries.get("backoff"):
         policy["retryBackOff"] = {"baseInterval": format_duration(parse_duration(retries["backoff"]))}
     return policy
+
+
+def _is_status_code(token: str) -> bool:
+    return token.isdigit() and 100 <= int(token) <= 599
 
 
 def mirror_percent(rule: dict[str, Any]) -> Json | None:
@@ -157,13 +177,15 @@ def fault_config(fault: dict[str, Any]) -> Json | None:
     out: Json = {"@type": FAULT_TYPE}
     delay = fault.get("delay")
     if delay and delay.get("fixedDelay"):
+        # no percentage: the deprecated integer `percent` (HUNDRED), 0 when absent ⇒ `{}` in JSON (nothing injected)
         pct = (fraction(delay["percentage"].get("value", 0)) if delay.get("percentage") is not None
-               else {"numerator": delay["percent"]} if delay.get("percent") is not None else fraction(0))
+               else {"numerator": delay["percent"]} if delay.get("percent") else {})
         out["delay"] = {"fixedDelay": format_duration(parse_duration(delay["fixedDelay"])), "percentage": pct}
     abort = fault.get("abort")
     if abort and abort.get("httpStatus"):
-        pct = fraction(abort["percentage"].get("value", 0)) if abort.get("percentage") is not None else fraction(0)
-        out["abort"] = {"httpStatus": abort["httpStatus"], "percentage": pct}
+        out["abort"] = {"httpStatus": abort["httpStatus"]}
+        if abort.get("percentage") is not None:  # absent ⇒ no percentage ⇒ nothing injected
+            out["abort"]["percentage"] = fraction(abort["percentage"].get("value", 0))
     return out if len(out) > 1 else None
 
 
@@ -209,6 +231,8 @@ def translate_rule(rule: dict[str, Any], vs: Resource, ctx: TranslateContext,
                    matches: list[tuple[int | None, dict[str, Any] | None]]) -> list[Json]:
     """The Envoy routes for `rule`, one per kept match entry (or one catch-all when it has none)."""
     routes = []
+    if rule.get("redirect") and (rule["redirect"].get("redirectCode") or 301) not in REDIRECT_CODES:
+        return []  # Istio drops the action of a redirect with a code Envoy cannot send
     for _index, match in matches:
         envoy_match = route_match(match)
         r: Json = {}
@@ -267,9 +291,7 @@ def _action(rule: dict[str, Any], vs: Resource, ctx: TranslateContext) -> Json:
             red["schemeRedirect"] = rd["scheme"]
         if rd.get("port"):
             red["portRedirect"] = rd["port"]
-        code = rd.get("redirectCode", 301)
-        red["responseCode"] = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER",
-                               307: "TEMPORARY_REDIRECT", 308: "PERMANENT_REDIRECT"}.get(code, "MOVED_PERMANENTLY")
+        red["responseCode"] = REDIRECT_CODES[rd.get("redirectCode") or 301]
         out["redirect"] = red
         return out
     action: Json = {}

@@ -1,0 +1,192 @@
+"""Starting and stopping the embedded mesh: nothing keeps listening, threads end, errors say what to do."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+from meshclient import CATALOG_V1, CH5, NS, ROOT, SERVICES, WEBAPP_HOST, request, wait_until
+
+from meshlib.errors import ConfigError, MeshlibError
+from meshlib.local.mesh import LocalMesh
+from meshlib.local.proxy import SidecarProxy
+
+WORLD = [SERVICES, CH5 / "webapp-catalog-gw-vs.yaml"]
+
+
+def mesh_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("meshlib"))
+
+
+def listening_ports(mesh: LocalMesh) -> set[int]:
+    """Every loopback port the mesh listens on: gateway, sidecars (admin, outbound, inbound), apps, stand-ins."""
+    ports = {mesh.gateway_port}
+    for pod in mesh.pods():
+        sidecar = pod.sidecar
+        assert sidecar is not None
+        ports.add(sidecar.admin_port)
+        if isinstance(sidecar, SidecarProxy):
+            ports.add(sidecar.outbound_port)
+            ports.update(sidecar.inbound_ports.values())
+        ports.update(pod.ports.values())
+    external = getattr(mesh, "_external", None)
+    if external is not None:
+        ports.add(external.port)
+    return ports
+
+
+def refuses(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+def assert_all_closed(ports: set[int]) -> None:
+    still_open = sorted(p for p in ports if not refuses(p))
+    assert not still_open, f"ports still accepting connections after close(): {still_open}"
+
+
+def settled_thread_count(baseline: int) -> int:
+    return wait_until(threading.active_count, lambda n: n <= baseline, timeout=3)
+
+
+def test_close_stops_every_listener_and_thread():
+    baseline = threading.active_count()
+    mesh = LocalMesh(WORLD, namespace=NS, port=0, seed=1).start()
+    try:
+        assert request(mesh, "/api/catalog", WEBAPP_HOST).status == 200
+        ports = listening_ports(mesh)
+        assert len(ports) >= 15, ports  # 4 pods × (admin, outbound, inbound, app) + gateway (+ admin) + stand-in
+        assert all(not refuses(p) for p in ports)
+        assert mesh_threads() == ["meshlib-local-mesh"]
+    finally:
+        mesh.close()
+
+    assert_all_closed(ports)
+    assert mesh_threads() == []
+    assert settled_thread_count(baseline) <= baseline
+    mesh.close()  # idempotent
+    with pytest.raises(MeshlibError, match="not running"):
+        mesh.apply([CH5 / "catalog-dest-rule.yaml"])
+
+
+def test_an_exception_inside_the_with_block_still_closes_everything():
+    baseline = threading.active_count()
+    ports: set[int] = set()
+    with pytest.raises(RuntimeError, match="step failed"):
+        with LocalMesh(WORLD, namespace=NS, port=0, seed=2) as mesh:
+            ports = listening_ports(mesh)
+            assert request(mesh, "/api/catalog", WEBAPP_HOST).status == 200
+            raise RuntimeError("step failed")
+
+    assert ports
+    assert_all_closed(ports)
+    assert mesh_threads() == []
+    assert settled_thread_count(baseline) <= baseline
+
+
+def test_a_busy_gateway_port_is_a_clear_error():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        with pytest.raises(MeshlibError) as caught:
+            LocalMesh(WORLD, namespace=NS, port=port, seed=3).start()
+
+        message = str(caught.value)
+        assert f"127.0.0.1:{port}" in message
+        assert "another port" in message and "0 picks a free one" in message, message
+        assert mesh_threads() == []
+        # the port is still the other owner's
+        assert not refuses(port)
+
+
+def test_an_unknown_image_names_the_file_and_line(tmp_path):
+    manifest = tmp_path / "mystery.yaml"
+    manifest.write_text(textwrap.dedent("""\
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata:
+          name: mystery
+        spec:
+          replicas: 1
+          selector:
+            matchLabels:
+              app: mystery
+          template:
+            metadata:
+              labels:
+                app: mystery
+            spec:
+              containers:
+              - name: mystery
+                image: example.com/team/mystery:1.2
+                ports:
+                - containerPort: 9000
+        """))
+    line = manifest.read_text().splitlines().index("        image: example.com/team/mystery:1.2") + 1
+
+    with pytest.raises(ConfigError) as caught:
+        LocalMesh([CATALOG_V1, manifest], namespace=NS, port=0, seed=4).start()
+    message = str(caught.value)
+    assert f"{manifest}:{line}" in message, message
+    assert "example.com/team/mystery:1.2" in message and "map it to a local command" in message, message
+    assert mesh_threads() == []
+
+    with LocalMesh([CATALOG_V1], namespace=NS, port=0, seed=4) as mesh:
+        pods = sorted(p.name for p in mesh.pods())
+        with pytest.raises(ConfigError) as caught:
+            mesh.apply(text=manifest.read_text())
+        assert f"<inline>:{line}" in str(caught.value)
+        assert sorted(p.name for p in mesh.pods()) == pods, "a rejected apply changes nothing"
+
+
+SIGINT_SCRIPT = """\
+import json, sys, time
+sys.path.insert(0, {tests!r})
+from meshlib.local.mesh import LocalMesh
+from test_lifecycle import listening_ports
+
+try:
+    with LocalMesh([{world!r}, {gw!r}], namespace="istioinaction", port=0, seed=1) as mesh:
+        print(json.dumps({{"gateway": mesh.gateway_port, "ports": sorted(listening_ports(mesh))}}), flush=True)
+        time.sleep(30)
+except KeyboardInterrupt:
+    print("closed", flush=True)
+"""
+
+
+def test_sigint_closes_the_mesh_and_exits():
+    script = SIGINT_SCRIPT.format(tests=str(ROOT / "tests" / "integration"), world=str(SERVICES),
+                                  gw=str(CH5 / "webapp-catalog-gw-vs.yaml"))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(30, proc.kill)  # bounds the blocking readline below
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # blocks until the mesh is up
+        assert first, proc.stderr.read() if proc.stderr else ""
+        started = json.loads(first)
+        assert request(started["gateway"], "/api/catalog", WEBAPP_HOST).status == 200
+
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=5)
+
+    assert proc.returncode == 0, err
+    assert out.strip() == "closed", (out, err)
+    assert_all_closed(set(started["ports"]))
