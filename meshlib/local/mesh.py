@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from meshlib.config.kinds import Resource
-from meshlib.config.loader import load_documents, parse_documents
+from meshlib.config.loader import Document, load_documents, parse_documents
 from meshlib.config.store import ISTIO_SYSTEM, ConfigStore, Workload
 from meshlib.errors import ConfigError, MeshlibError
 from meshlib.local.apps import (
@@ -53,6 +53,14 @@ GATEWAY_LISTENER = 8080
 KNOWN_EXTERNAL = {"jsonplaceholder.typicode.com"}
 PROXY_CONTAINER = "istio-proxy"
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def _documents(paths: Iterable[str | Path], text: str | None) -> list[Document]:
+    """The documents of `paths` and of an inline YAML `text` (reported as `<inline>`)."""
+    docs = load_documents(paths) if paths else []
+    if text is not None:
+        docs += parse_documents(text, "<inline>")
+    return docs
 
 
 def template_hash(workload: Workload) -> str:
@@ -209,9 +217,7 @@ class LocalMesh:
               text: str | None = None) -> list[Resource]:
         """Like `kubectl apply -f`: validate everything, then update the store and push to every proxy."""
         ns = namespace or self.namespace
-        docs = load_documents(paths) if paths else []
-        if text is not None:
-            docs += parse_documents(text, "<inline>")
+        docs = _documents(paths, text)
         with self._lock:
             resources = self.store.parse(docs, ns)
             self._check_images(resources)
@@ -222,9 +228,7 @@ class LocalMesh:
     def delete(self, paths: Iterable[str | Path] = (), namespace: str | None = None,
                text: str | None = None) -> list[Resource]:
         ns = namespace or self.namespace
-        docs = load_documents(paths) if paths else []
-        if text is not None:
-            docs += parse_documents(text, "<inline>")
+        docs = _documents(paths, text)
         with self._lock:
             removed = self.store.delete_documents(docs, ns)
             self.call(self._reconcile())
