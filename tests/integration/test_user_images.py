@@ -89,6 +89,9 @@ def test_user_image_serves_through_the_mesh_and_restarts_after_a_crash(files: tu
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and curl(mesh, "/again") != 200:
             time.sleep(0.1)
+        # the command prints "served …" after it answers: wait (bounded) for the line to reach the log
+        while time.monotonic() < deadline and "served /again" not in mesh.logs("orders"):
+            time.sleep(0.05)
         logs = mesh.logs("orders")
         pid_lines = [line for line in logs if line.startswith("listening")]
         assert "served /first" in logs and "served /again" in logs
