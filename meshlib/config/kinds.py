@@ -41,6 +41,8 @@ _RE2_QUIET.log_errors = False  # the error goes into our message, not onto stder
 
 
 def _regex_problem(value: str) -> str | None:
+    if not value:
+        return "regex must not be empty"
     try:
         re2.compile(value, options=_RE2_QUIET)
     except re2.error as exc:
@@ -85,6 +87,16 @@ def _route_rule_extra(rule: dict, doc: Document, path: Path_) -> None:
         raise fail(doc, path, "set mirror or mirrors, not both")
     if rule.get("mirrorPercentage") is not None and rule.get("mirrorPercent") is not None:
         raise fail(doc, path, "set mirrorPercentage or the deprecated mirrorPercent, not both")
+    if rule.get("delegate"):
+        raise fail(doc, (*path, "delegate"), "delegate VirtualServices are not modelled by meshlib yet",
+                   "inline the delegate's rules into this VirtualService")
+    authorities = [v for v in [(rule.get("rewrite") or {}).get("authority")] if v]
+    for op in ("set", "add"):
+        ops = ((rule.get("headers") or {}).get("request") or {}).get(op) or {}
+        authorities += [v for k, v in ops.items() if k.lower() in ("host", ":authority")]
+    if len(authorities) > 1:
+        raise fail(doc, path, f"authority is set more than once ({', '.join(map(repr, authorities))})",
+                   "use rewrite.authority or a host header, not both")
     dests = rule.get("route") or []
     if len(dests) > 1:
         weights = [d.get("weight", 0) or 0 for d in dests]
@@ -104,8 +116,8 @@ Fault = Obj({
 })
 HTTPRoute = Obj({
     "name": Str, "match": ListOf(HTTPMatch), "route": ListOf(HTTPRouteDestination),
-    "redirect": Obj({"uri": Str, "authority": Str, "port": Int, "derivePort": Str, "scheme": Str,
-                     "redirectCode": Int}),
+    "redirect": Obj({"uri": Str, "authority": Str, "port": Int, "scheme": Str, "redirectCode": Int,
+                     "derivePort": Enum("FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT")}, one_of=("port", "derivePort")),
     "directResponse": Obj({"status": Int, "body": Obj({"string": Str, "bytes": Str})}, required=("status",)),
     "delegate": Obj({"name": Str, "namespace": Str}, required=("name",)),
     "rewrite": Obj({"uri": Str, "authority": Str,

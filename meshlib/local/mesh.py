@@ -42,7 +42,7 @@ from meshlib.local.external import create_app as create_external_app
 from meshlib.local.logs import LogBuffer
 from meshlib.local.metrics import Peer
 from meshlib.local.process import ImageCommand, ProcessContainer
-from meshlib.local.proxy import Endpoint, GatewayProxy, SidecarProxy
+from meshlib.local.proxy import Endpoint, GatewayProxy, Served, SidecarProxy
 from meshlib.profile import profile_for
 from meshlib.xds import ProxyConfig, build_proxy_config
 from meshlib.xds.naming import PASSTHROUGH
@@ -52,6 +52,7 @@ DEFAULT_GATEWAY_PORT = 30000
 GATEWAY_LISTENER = 8080
 KNOWN_EXTERNAL = {"jsonplaceholder.typicode.com"}
 PROXY_CONTAINER = "istio-proxy"
+MAX_LEDGER = 200_000
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -113,6 +114,7 @@ class LocalMesh:
         self.gateway_pod: Pod | None = None
         self._external: RunningApp | None = None
         self._lock = threading.RLock()
+        self._served: dict[str, list[Served]] = {}  # x-request-id -> where it was served (bounded)
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def __enter__(self) -> LocalMesh:
@@ -432,6 +434,17 @@ class LocalMesh:
                 if any(p.target_port == container_port for p in svc.ports):
                     return svc.host, svc.name, svc.namespace
         return "unknown", "unknown", namespace
+
+    def record_served(self, served: Served) -> None:
+        if not served.request_id:
+            return
+        self._served.setdefault(served.request_id, []).append(served)
+        while len(self._served) > MAX_LEDGER:
+            del self._served[next(iter(self._served))]
+
+    def served(self, request_id: str) -> list[Served]:
+        """Every pod that served this request id (the mirror copies marked), in arrival order."""
+        return list(self._served.get(request_id, ()))
 
     # --- what users read ----------------------------------------------------------------------------
     @property

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
               "trailer", "transfer-encoding", "upgrade", "content-length", "host"}
 PEER_HEADER = "x-envoy-peer-metadata-id"  # who sent the request (Istio learns it by metadata exchange)
+MIRROR_HEADER = "x-meshlib-mirror"  # marks a mirrored copy between proxies; stripped before any app sees it
+INTERNAL_HEADERS = {PEER_HEADER, MIRROR_HEADER}
 UPSTREAM_FAILURE = "upstream connect error or disconnect/reset before headers. reset reason: "
 
 
@@ -44,6 +46,19 @@ class Endpoint:
     port: int
     peer: Peer
     key: str  # pod name or external host
+
+
+@dataclass(frozen=True)
+class Served:
+    """One request as the serving pod's sidecar saw it: the ledger that ties client requests to versions."""
+
+    request_id: str
+    pod: str
+    peer: Peer
+    authority: str
+    path: str
+    status: int
+    mirrored: bool
 
 
 @dataclass
@@ -152,7 +167,7 @@ class Proxy:
         start_time = datetime.now(UTC)
         body = await req.read()
         headers = CIMultiDict((k, v) for k, v in req.headers.items() if k.lower() not in HOP_BY_HOP
-                              and k.lower() != PEER_HEADER)
+                              and k.lower() not in INTERNAL_HEADERS)
         if "x-request-id" not in headers:
             headers["x-request-id"] = str(uuid.uuid4())
         if xff:
@@ -201,8 +216,10 @@ class Proxy:
         endpoints = self.mesh.endpoints(self.config, cluster, authority)
         if not endpoints:
             return
+        copy = CIMultiDict(headers)
+        copy[MIRROR_HEADER] = "1"
         with contextlib.suppress(Exception):
-            await self._send(self._pick(endpoints), method, authority, path, headers, body, 30.0)
+            await self._send(self._pick(endpoints), method, authority, path, copy, body, 30.0)
 
     async def forward(self, decision: Decision, method: str, authority: str, path: str,
                       headers: CIMultiDict[str], body: bytes) -> Upstream:
@@ -457,8 +474,9 @@ class SidecarProxy(Proxy):
         start_time = datetime.now(UTC)
         body = await req.read()
         source = parse_peer(req.headers.get(PEER_HEADER))
+        mirrored = MIRROR_HEADER in req.headers
         headers = CIMultiDict((k, v) for k, v in req.headers.items() if k.lower() not in HOP_BY_HOP
-                              and k.lower() != PEER_HEADER)
+                              and k.lower() not in INTERNAL_HEADERS)
         authority = req.headers.get("Host", "")
         app_port = self.app_ports().get(container_port)
         cluster = f"inbound|{container_port}||"
@@ -471,6 +489,8 @@ class SidecarProxy(Proxy):
             up.headers.popall("x-envoy-peer-metadata-id", None)
         millis = (time.monotonic() - started) * 1000
         request = Request.of(authority, req.raw_path or "/", req.method, headers.items())
+        self.mesh.record_served(Served(headers.get("x-request-id", ""), self.name, self.peer, authority,
+                                       req.raw_path or "/", up.status, mirrored))
         svc = self.mesh.service_for_inbound(self.peer, self.namespace, container_port)
         self.metrics.record("destination", source, self.peer, svc[0], svc[1], svc[2], up.status, up.flags, millis,
                             len(body), len(up.body))

@@ -265,14 +265,16 @@ def _sidecar_routes(store: ConfigStore, workload: Workload, services: list[Servi
         for svc in sorted(port_services, key=lambda s: s.host):
             vh_name = f"{svc.host}:{port}"
             domains = _domains(svc, port, workload.namespace, store)
-            vs = next((v for v in mesh_vss if any(host_matches(h, svc.host) for h in vs_hosts(v))), None)
             routes: list[Json] = []
             route_origins: list[RouteOrigin] = []
-            if vs is not None:
+            # the first VirtualService (in creation order) that yields routes for this proxy owns the host
+            for vs in (v for v in mesh_vss if any(host_matches(h, svc.host) for h in vs_hosts(v))):
                 pairs = _vs_routes(vs, ctx, "mesh", port, workload)
-                routes = [r for r, _ in pairs]
-                route_origins = [o for _, o in pairs]
-                claimed.update(h for h in vs_hosts(vs) if host_matches(h, svc.host))
+                if pairs:
+                    routes = [r for r, _ in pairs]
+                    route_origins = [o for _, o in pairs]
+                    claimed.update(h for h in vs_hosts(vs) if host_matches(h, svc.host))
+                    break
             if not routes:
                 routes = [_default_route(svc, port, ctx)]
                 route_origins = []

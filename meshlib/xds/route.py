@@ -289,8 +289,9 @@ def _action(rule: dict[str, Any], vs: Resource, ctx: TranslateContext) -> Json:
             red["hostRedirect"] = rd["authority"]
         if rd.get("scheme"):
             red["schemeRedirect"] = rd["scheme"]
-        if rd.get("port"):
-            red["portRedirect"] = rd["port"]
+        port = rd.get("port") or (ctx.listener_port if rd.get("derivePort") == "FROM_REQUEST_PORT" else 0)
+        if port and (port, rd.get("scheme") or "http") not in ((80, "http"), (443, "https")):
+            red["portRedirect"] = port  # no explicit :80 for http or :443 for https
         red["responseCode"] = REDIRECT_CODES[rd.get("redirectCode") or 301]
         out["redirect"] = red
         return out

@@ -7,7 +7,7 @@ message must contain. Lines are counted in the YAML as written below (line 1 = f
 from __future__ import annotations
 
 import pytest
-from helpers import CATALOG_DR, NS, WORLD, world, y
+from helpers import CATALOG_DR, CH5, NS, WORLD, proxy, world, y
 
 from meshlib.config.hosts import fqdn
 from meshlib.config.loader import load_documents, parse_documents
@@ -345,6 +345,28 @@ VALUE_CASES = [
         - route:
           - destination: {subset: version-v1}
         """), 9, ["destination", "missing required field 'host'"], id="destination-without-host"),
+    pytest.param(vs_rule("""
+        - match:
+          - uri: {regex: ""}
+          route:
+          - destination: {host: catalog}
+        """), 9, ["uri.regex", "regex must not be empty"], id="regex-empty"),
+    pytest.param(vs_rule("""
+        - rewrite: {authority: a.example.com}
+          headers:
+            request:
+              set: {host: b.example.com}
+          route:
+          - destination: {host: catalog}
+        """), 8, ["authority is set more than once", "'a.example.com', 'b.example.com'"], id="authority-twice"),
+    pytest.param(vs_rule("""
+        - redirect: {uri: /v2, port: 8080, derivePort: FROM_REQUEST_PORT}
+        """), 8, ["spec.http[0].redirect", "set only one of port, derivePort"], id="redirect-port-and-derivePort"),
+    pytest.param(vs_rule("""
+        - match: [{uri: {prefix: /reviews}}]
+          delegate:
+            name: reviews
+        """), 9, ["spec.http[0].delegate", "not modelled"], id="delegate-unsupported"),
     pytest.param("""
         apiVersion: networking.istio.io/v1beta1
         kind: ServiceEntry
@@ -496,8 +518,6 @@ def test_short_host_expansion(host: str, namespace: str, expected: str) -> None:
 
 def test_short_hosts_expand_in_the_virtual_service_namespace_not_the_services() -> None:
     """A VS in `other` naming `catalog` points at catalog.other…, so its route never reaches istioinaction."""
-    from helpers import proxy
-
     store = world()
     store.apply_text(y("""
         apiVersion: networking.istio.io/v1beta1
@@ -580,7 +600,7 @@ def test_mesh_defaults_are_allow_any() -> None:
 
 
 def test_mesh_settings_from_istio_operator() -> None:
-    store = ConfigStore.from_paths([str(__import__("helpers").CH5 / "mesh-registry-only.yaml")])
+    store = ConfigStore.from_paths([CH5 / "mesh-registry-only.yaml"])
     assert store.mesh_settings().outbound_policy == "REGISTRY_ONLY"
 
 

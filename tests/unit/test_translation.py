@@ -50,6 +50,7 @@ def match_of(match_yaml: str) -> dict:
 # --- 1. match fields → Envoy RouteMatch -----------------------------------------------------------------------------
 MATCH_CASES = [
     ("- uri: {exact: /items}", {"path": "/items", "caseSensitive": True}),
+    ("- headers: {uri: {exact: /x}, method: {exact: GET}}", {"prefix": "/", "caseSensitive": True}),  # ignored keys
     ("- uri: {prefix: /api}", {"prefix": "/api", "caseSensitive": True}),
     ("- uri: {regex: '/items/[0-9]+'}", {"safeRegex": {"regex": "/items/[0-9]+"}, "caseSensitive": True}),
     ("- uri: {prefix: /API}\n  ignoreUriCase: true", {"prefix": "/API", "caseSensitive": False}),
@@ -433,10 +434,22 @@ def test_direct_response() -> None:
     ("{uri: /x, port: 8443, redirectCode: 307}",
      {"pathRedirect": "/x", "portRedirect": 8443, "responseCode": "TEMPORARY_REDIRECT"}),
     ("{uri: /x, redirectCode: 303}", {"pathRedirect": "/x", "responseCode": "SEE_OTHER"}),
+    ("{uri: /x, port: 80}", {"pathRedirect": "/x", "responseCode": "MOVED_PERMANENTLY"}),  # no explicit :80
+    ("{scheme: https, port: 443}", {"schemeRedirect": "https", "responseCode": "MOVED_PERMANENTLY"}),
+    ("{scheme: https, port: 80}", {"schemeRedirect": "https", "portRedirect": 80, "responseCode": "MOVED_PERMANENTLY"}),
+    ("{uri: /x, derivePort: FROM_PROTOCOL_DEFAULT}", {"pathRedirect": "/x", "responseCode": "MOVED_PERMANENTLY"}),
 ])
 def test_redirect(redirect: str, expected: dict) -> None:
     route = first_route(f"- redirect: {redirect}\n")
     assert route["redirect"] == expected
+
+
+def test_redirect_derive_port_from_request_uses_the_listener_port() -> None:
+    store = world(MULTIPORT, catalog_vs("- redirect: {uri: /x, derivePort: FROM_REQUEST_PORT}\n", hosts="[ratings]"))
+    pc = proxy(store)
+    assert vhost(pc, "9901", "ratings.istioinaction.svc.cluster.local:9901")["routes"][0]["redirect"][
+        "portRedirect"] == 9901
+    assert "portRedirect" not in vhost(pc, "80", "ratings.istioinaction.svc.cluster.local:80")["routes"][0]["redirect"]
 
 
 def test_unsupported_redirect_code_drops_the_route() -> None:
@@ -741,6 +754,13 @@ def test_two_mesh_virtual_services_for_one_host_first_applied_wins() -> None:
     assert [r["route"]["cluster"] for r in catalog_routes(store)] == [V2]
     pc = proxy(store)
     assert pc.origin("80", f"{CATALOG}:80", 0).resource.name == "first"
+
+
+def test_a_virtual_service_with_no_route_for_this_proxy_does_not_hide_the_next_one() -> None:
+    a = catalog_vs("- match: [{sourceLabels: {app: nobody}}]\n  route:\n  - destination: {host: catalog}\n",
+                   name="first")
+    b = catalog_vs("- route:\n  - destination: {host: catalog, subset: version-v2}\n", name="second")
+    assert [r["route"]["cluster"] for r in catalog_routes(world(a, b))] == [V2]
 
 
 def test_virtual_service_for_a_host_outside_the_registry() -> None:
