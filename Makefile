@@ -1,10 +1,12 @@
 # The contract with a new user: `make demo` and `make test` work on a machine with only Python 3.11+.
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+RESULTS := reports/allure-results
+ALLURE  := .tools/node_modules/.bin/allure
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint features catalog report bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,18 +14,36 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# The main job: every feature on the embedded mesh, Allure results with evidence, and a summary.
 demo: $(STAMP)
-	@$(BIN)/python -m meshlib.demo
+	@rm -rf $(RESULTS) && mkdir -p $(RESULTS)
+	@$(BIN)/behave -f allure -o $(RESULTS) -f progress --no-summary; \
+	 $(BIN)/python -m meshlib.report.summary $(RESULTS)
 
-test: $(STAMP)
-	@$(BIN)/ruff check meshlib tests
+test: $(STAMP) lint
 	@$(BIN)/python -m pytest
+	@$(BIN)/behave --dry-run -f null --no-summary   # an undefined step fails the build
+	@$(BIN)/python -m meshlib.report.catalog --check
+	@$(MAKE) --no-print-directory features
+
+features: $(STAMP)
+	@rm -rf $(RESULTS) && mkdir -p $(RESULTS)
+	@$(BIN)/behave -f allure -o $(RESULTS) -f progress
 
 lint: $(STAMP)
-	@$(BIN)/ruff check meshlib tests
+	@$(BIN)/ruff check meshlib tests steps environment.py
+
+catalog: $(STAMP)
+	@$(BIN)/python -m meshlib.report.catalog
+
+# HTML from the Allure results with the real Allure CLI (npm allure-commandline; needs Java 17).
+report:
+	@test -x $(ALLURE) || npm install --silent --prefix .tools allure-commandline@2.46.1
+	@$(ALLURE) generate $(RESULTS) -o reports/allure-report --clean
+	@echo "open reports/allure-report/index.html (serve it over HTTP, e.g. python3 -m http.server -d reports/allure-report -b 127.0.0.1)"
 
 bench: $(STAMP)
 	@for f in tests/bench/*.py; do $(BIN)/python $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) reports/allure-results reports/html
+	rm -rf $(VENV) .tools reports/allure-results reports/allure-report reports/summary.txt

@@ -9,6 +9,9 @@ CLI) can use it:
 
 Every listener binds 127.0.0.1 only. `close()` stops every server, client session and task, also after
 errors; it is idempotent.
+
+With a `prometheus` binary on PATH (or `prometheus=True`), the mesh also runs a real Prometheus on loopback
+that scrapes every proxy's `/stats/prometheus` like a Kubernetes pod scrape; `mesh.promql(...)` queries it.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ import errno
 import hashlib
 import json
 import random
+import shutil
 import threading
 from collections.abc import Coroutine, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +47,7 @@ from meshlib.local.external import create_app as create_external_app
 from meshlib.local.logs import LogBuffer
 from meshlib.local.metrics import Peer
 from meshlib.local.process import ImageCommand, ProcessContainer
+from meshlib.local.prometheus import PrometheusServer, PrometheusUnavailable, Sample, ScrapeTarget, find_binary
 from meshlib.local.proxy import Endpoint, GatewayProxy, Served, SidecarProxy
 from meshlib.profile import profile_for
 from meshlib.xds import ProxyConfig, build_proxy_config
@@ -98,7 +104,9 @@ class LocalMesh:
 
     def __init__(self, paths: Iterable[str | Path] = (), namespace: str = "default",
                  port: int = DEFAULT_GATEWAY_PORT, istio_version: str | None = None, seed: int | None = None,
-                 images: dict[str, ImageCommand] | None = None) -> None:
+                 images: dict[str, ImageCommand] | None = None, prometheus: bool | None = None,
+                 scrape_interval: float = 1.0) -> None:
+        """`prometheus`: None runs Prometheus when the binary is on PATH, True requires it, False never runs it."""
         self.store = ConfigStore(profile_for(istio_version))
         self.images = images or {}  # user images run as local commands (meshlib.yaml)
         self.namespace = namespace
@@ -114,6 +122,9 @@ class LocalMesh:
         self.gateway_pod: Pod | None = None
         self._external: RunningApp | None = None
         self._lock = threading.RLock()
+        self.want_prometheus = prometheus
+        self.scrape_interval = scrape_interval
+        self.prometheus: PrometheusServer | None = None  # None when not running
         self._served: dict[str, list[Served]] = {}  # x-request-id -> where it was served (bounded)
 
     # --- lifecycle ----------------------------------------------------------------------------------
@@ -130,6 +141,8 @@ class LocalMesh:
         docs = load_documents(self._initial) if self._initial else []
         resources = self.store.parse(docs, self.namespace)
         self._check_images(resources)
+        if self.want_prometheus:
+            find_binary()  # required: fail before starting anything
         self.store.apply_documents(docs, self.namespace)
         loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -145,6 +158,7 @@ class LocalMesh:
         ready.wait()
         try:
             self.call(self._start())
+            self._start_prometheus()
         except BaseException:
             self.close()
             raise
@@ -167,7 +181,10 @@ class LocalMesh:
         if loop is None:
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._stop(), loop).result(30)
+            try:
+                self._stop_prometheus()
+            finally:
+                asyncio.run_coroutine_threadsafe(self._stop(), loop).result(30)
         finally:
             loop.call_soon_threadsafe(loop.stop)
             if thread is not None:
@@ -197,6 +214,20 @@ class LocalMesh:
             raise
         pod.ready = True
         await self._reconcile()
+
+    def _start_prometheus(self) -> None:
+        """After the pods: a Prometheus that scrapes them. It does not wait here for the first scrapes (Prometheus
+        applies target changes only every 5 s): `promql()` waits for them when it is asked."""
+        if self.want_prometheus is False or (self.want_prometheus is None and shutil.which("prometheus") is None):
+            return
+        server = PrometheusServer(self.scrape_interval)
+        self.prometheus = server  # before start(): close() stops it even when start() is interrupted
+        server.start(self.call(self._scrape_targets()), wait_for_targets=False)
+
+    def _stop_prometheus(self) -> None:
+        server, self.prometheus = self.prometheus, None
+        if server is not None:
+            server.close()
 
     async def _stop(self) -> None:
         pods = [p for ps in self._pods.values() for p in ps]
@@ -289,6 +320,8 @@ class LocalMesh:
         results = await asyncio.gather(*(self._start_pod(p) for p in starting), return_exceptions=True)
         await asyncio.gather(*(self._stop_pod(p) for p in stopping), return_exceptions=True)
         self._healthy.clear()
+        if self.prometheus is not None:
+            self.prometheus.update_targets(await self._scrape_targets())
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
@@ -443,8 +476,8 @@ class LocalMesh:
             del self._served[next(iter(self._served))]
 
     def served(self, request_id: str) -> list[Served]:
-        """Every pod that served this request id (the mirror copies marked), in arrival order."""
-        return list(self._served.get(request_id, ()))
+        """Every pod that served this request id (mirror copies marked), in the order the requests arrived."""
+        return sorted(self._served.get(request_id, ()), key=lambda s: s.started)
 
     # --- what users read ----------------------------------------------------------------------------
     @property
@@ -474,14 +507,15 @@ class LocalMesh:
             raise MeshlibError(f"no pods for deploy/{workload} in namespace {ns}; running: {known or 'none'}")
         return pods
 
-    def logs(self, workload: str, namespace: str | None = None, container: str | None = None) -> list[str]:
-        """Log lines of every pod of `workload` (like `kubectl logs deploy/NAME -c CONTAINER`)."""
+    def logs(self, workload: str, namespace: str | None = None, container: str | None = None,
+             since: datetime | None = None) -> list[str]:
+        """Log lines of every pod of `workload` (like `kubectl logs deploy/NAME -c CONTAINER --since-time`)."""
         lines: list[str] = []
         for pod in self.find_pods(workload, namespace):
             name = container or next((c for c in pod.logs if c != PROXY_CONTAINER), PROXY_CONTAINER)
             if name not in pod.logs:
                 raise MeshlibError(f"pod {pod.name} has no container {name!r}; containers: {', '.join(pod.logs)}")
-            lines += pod.logs[name].read()
+            lines += pod.logs[name].read(since)
         return lines
 
     def proxy_config(self, workload: str, namespace: str | None = None) -> ProxyConfig:
@@ -495,3 +529,41 @@ class LocalMesh:
 
     def scrape_targets(self) -> list[str]:
         return [f"127.0.0.1:{p.sidecar.admin_port}" for p in self.pods() if p.sidecar is not None]
+
+    def scrape_target_labels(self) -> list[ScrapeTarget]:
+        """Every ready proxy's admin endpoint with the labels a Kubernetes pod scrape gives its series
+        (`namespace`, `pod` and the pod's labels: `app`, `version`, …)."""
+        return [ScrapeTarget(f"127.0.0.1:{p.sidecar.admin_port}", {**p.labels, "namespace": p.namespace,
+                                                                   "pod": p.name})
+                for p in self.pods() if p.sidecar is not None and p.sidecar.admin_port and p.ready]
+
+    async def _scrape_targets(self) -> list[ScrapeTarget]:
+        return self.scrape_target_labels()
+
+    def promql(self, query: str, fresh: bool = True) -> list[Sample]:
+        """An instant PromQL query on the mesh's Prometheus: `(labels, value)` per series.
+
+        `fresh` first waits (bounded) until Prometheus scrapes every current proxy and has scraped each after
+        this call began, so everything the proxies counted so far is in the answer (≈ one scrape interval)."""
+        return self._prometheus_for(query, fresh).query(query)
+
+    def promql_scalar(self, query: str, fresh: bool = True) -> float | None:
+        """The one value of `query`; None when it has no series or is NaN (Flagger's "no values found")."""
+        return self._prometheus_for(query, fresh).query_scalar(query)
+
+    def _prometheus_for(self, query: str, fresh: bool) -> PrometheusServer:
+        server = self.prometheus
+        if server is not None and not server.running:
+            raise PrometheusUnavailable(f"cannot run PromQL {query!r}: the mesh's prometheus exited; its log ends: "
+                                        + " | ".join(server.log.read(tail=5)), "see its log above")
+        if server is None:
+            if self.want_prometheus is False:
+                raise PrometheusUnavailable(f"cannot run PromQL {query!r}: the mesh runs with prometheus=False",
+                                            "start it with prometheus=True (or None: when the binary is there)")
+            if self._loop is None:
+                raise MeshlibError("the local mesh is not running: call start() or use `with LocalMesh(...)`")
+            raise PrometheusUnavailable(f"cannot run PromQL {query!r}: no `prometheus` binary was on PATH when the "
+                                        "mesh started")
+        if fresh:
+            server.sync()
+        return server

@@ -59,6 +59,7 @@ class Served:
     path: str
     status: int
     mirrored: bool
+    started: float  # time.monotonic() when the request arrived: the ledger orders hops by it
 
 
 @dataclass
@@ -490,7 +491,7 @@ class SidecarProxy(Proxy):
         millis = (time.monotonic() - started) * 1000
         request = Request.of(authority, req.raw_path or "/", req.method, headers.items())
         self.mesh.record_served(Served(headers.get("x-request-id", ""), self.name, self.peer, authority,
-                                       req.raw_path or "/", up.status, mirrored))
+                                       req.raw_path or "/", up.status, mirrored, started))
         svc = self.mesh.service_for_inbound(self.peer, self.namespace, container_port)
         self.metrics.record("destination", source, self.peer, svc[0], svc[1], svc[2], up.status, up.flags, millis,
                             len(body), len(up.body))

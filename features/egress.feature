@@ -1,0 +1,36 @@
+@allure.label.owner:sre-security @allure.label.epic:release-safety
+Feature: Egress control with REGISTRY_ONLY and ServiceEntry (5.5)
+  With the outbound traffic policy REGISTRY_ONLY nothing leaves the mesh unless the service registry
+  knows the destination. The forum needs jsonplaceholder.typicode.com, so it gets a ServiceEntry.
+
+  Background:
+    Given the forum service runs
+    And the webapp is exposed through the ingress gateway
+    And the catalog service runs v1
+    And access logging is on for forum
+    And clients call http://webapp.istioinaction.io/api/users through the ingress gateway
+
+  @normal
+  Scenario: by default (ALLOW_ANY) the forum reaches its external API
+    When 5 requests are sent
+    Then every response has status 200
+    And calls from forum to jsonplaceholder.typicode.com get through
+
+  @blocker
+  Scenario: REGISTRY_ONLY blocks unknown external hosts
+    Given the mesh's outbound traffic policy is REGISTRY_ONLY
+    When 5 requests are sent
+    Then every response has status 500
+    And every response body contains "error calling Forum service"
+    And the forum sidecar's access log shows "502 - direct_response"
+    And the forum sidecar's access log shows "block_all"
+    And calls from forum to jsonplaceholder.typicode.com are blocked with 502
+
+  @critical
+  Scenario: a ServiceEntry lets the forum reach jsonplaceholder again
+    Given the mesh's outbound traffic policy is REGISTRY_ONLY
+    And the manifest "ch5/forum-serviceentry.yaml" is applied
+    When 5 requests are sent
+    Then every response has status 200
+    And calls from forum to jsonplaceholder.typicode.com get through
+    And calls from forum to api.example.com are blocked with 502

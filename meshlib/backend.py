@@ -1,0 +1,89 @@
+"""The seam between the step library and where the mesh runs: one small protocol, two backends.
+
+Steps never know which backend they run on. `LocalBackend` drives the embedded mesh; the Kubernetes
+backend (issue 4 leaves it for later) implements the same protocol against a real cluster.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from meshlib.config.store import ConfigStore
+from meshlib.local.mesh import LocalMesh
+from meshlib.local.proxy import Served
+from meshlib.traffic import Target
+from meshlib.xds import ProxyConfig
+
+GATEWAY = ("istio-ingressgateway", "istio-system")
+
+
+class Backend(Protocol):
+    name: str
+
+    @property
+    def store(self) -> ConfigStore: ...
+
+    def apply(self, paths: list[Path], namespace: str) -> list[str]: ...
+    def apply_text(self, text: str, namespace: str) -> list[str]: ...
+    def delete(self, paths: list[Path], namespace: str) -> list[str]: ...
+    def delete_kind(self, kind: str, namespace: str) -> int: ...
+    def gateway(self, host: str, path: str) -> Target: ...
+    def from_workload(self, workload: str, namespace: str, url: str) -> Target: ...
+    def served(self, request_id: str) -> list[Served]: ...
+    def logs(self, workload: str, namespace: str, container: str | None = None,
+             since: datetime | None = None) -> list[str]: ...
+    def proxy_config(self, workload: str, namespace: str) -> ProxyConfig: ...
+    def metrics_text(self, workload: str, namespace: str) -> str: ...
+    def close(self) -> None: ...
+
+
+class LocalBackend:
+    """The embedded mesh on loopback."""
+
+    name = "local"
+
+    def __init__(self, namespace: str, istio_version: str | None = None, port: int = 0,
+                 seed: int | None = None) -> None:
+        self.mesh = LocalMesh(namespace=namespace, port=port, istio_version=istio_version, seed=seed).start()
+
+    @property
+    def store(self) -> ConfigStore:
+        return self.mesh.store
+
+    def apply(self, paths: list[Path], namespace: str) -> list[str]:
+        return [r.ref() for r in self.mesh.apply(paths, namespace)]
+
+    def apply_text(self, text: str, namespace: str) -> list[str]:
+        return [r.ref() for r in self.mesh.apply(namespace=namespace, text=text)]
+
+    def delete(self, paths: list[Path], namespace: str) -> list[str]:
+        return [r.ref() for r in self.mesh.delete(paths, namespace)]
+
+    def delete_kind(self, kind: str, namespace: str) -> int:
+        return self.mesh.delete_kind(kind, namespace)
+
+    def gateway(self, host: str, path: str) -> Target:
+        return Target(self.mesh.gateway_url + path, host=host, label="through the ingress gateway")
+
+    def from_workload(self, workload: str, namespace: str, url: str) -> Target:
+        pod = self.mesh.find_pods(workload, namespace)[0]
+        assert pod.sidecar is not None
+        return Target(url, proxy=pod.sidecar.outbound_url, label=f"from {workload}")
+
+    def served(self, request_id: str) -> list[Served]:
+        return self.mesh.served(request_id)
+
+    def logs(self, workload: str, namespace: str, container: str | None = None,
+             since: datetime | None = None) -> list[str]:
+        return self.mesh.logs(workload, namespace, container, since)
+
+    def proxy_config(self, workload: str, namespace: str) -> ProxyConfig:
+        return self.mesh.proxy_config(workload, namespace)
+
+    def metrics_text(self, workload: str, namespace: str) -> str:
+        return self.mesh.metrics_text(workload, namespace)
+
+    def close(self) -> None:
+        self.mesh.close()

@@ -1,0 +1,1 @@
+"""Framework-neutral step functions: each takes a World and typed arguments."""

@@ -1,0 +1,28 @@
+"""Egress: what a workload gets when it calls a host outside the mesh."""
+
+from __future__ import annotations
+
+from meshlib.dsl.world import World
+from meshlib.expect import fail
+from meshlib.traffic import Plan, Response, send
+
+
+def call_from(world: World, workload: str, url: str) -> Response:
+    target = world.backend.from_workload(workload, world.namespace, url)
+    response = send(target, Plan(count=1, concurrency=1, headers=dict(world.headers)))[0]
+    world.attach(f"{workload} → {url}", f"HTTP {response.status or 'no response'} {response.error}\n"
+                                        f"{response.body[:500]}")
+    world.responses = [response]
+    return response
+
+
+def blocked(world: World, workload: str, host: str, status: int) -> None:
+    r = call_from(world, workload, f"http://{host}/")
+    if r.status != status:
+        raise fail(f"calls from {workload} to {host} to be blocked with {status}", f"got {r.status or r.error}")
+
+
+def allowed(world: World, workload: str, host: str) -> None:
+    r = call_from(world, workload, f"http://{host}/")
+    if not 200 <= r.status < 500 or r.status == 502:
+        raise fail(f"calls from {workload} to {host} to get through", f"got {r.status or r.error} {r.body[:100]!r}")

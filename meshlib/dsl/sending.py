@@ -1,0 +1,68 @@
+"""Sending traffic: batches through the ingress gateway or from inside the mesh, and background traffic."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from meshlib.dsl.world import World
+from meshlib.expect import table
+from meshlib.traffic import BackgroundTraffic, Plan, Response, Target, send
+
+SAMPLE = 20
+
+
+def _run(world: World, target: Target, plan: Plan) -> list[Response]:
+    world.sent_at = datetime.now(UTC)
+    responses = send(target, plan)
+    for r in responses:
+        r.served_by = [s for s in world.backend.served(r.request_id) if not s.mirrored]
+    world.responses = responses
+    world.last_target = target
+    world.attach(f"{len(responses)} requests {target.label}", sample_table(responses), "text")
+    return responses
+
+
+def sample_table(responses: list[Response], limit: int = SAMPLE) -> str:
+    rows = [(r.request_id[:8], r.status or f"no response ({r.error})", served_text(r), f"{r.elapsed_ms:.1f}")
+            for r in responses[:limit]]
+    more = f"\n  … and {len(responses) - limit} more" if len(responses) > limit else ""
+    return table(("x-request-id", "status", "served by", "ms"), rows) + more
+
+
+def served_text(r: Response) -> str:
+    return " → ".join(f"{s.peer.workload} ({s.peer.version})" for s in r.served_by) or "-"
+
+
+def through_gateway(world: World, count: int, path: str, host: str, method: str = "GET",
+                    body: str | None = None) -> list[Response]:
+    plan = Plan(count=count, concurrency=world.concurrency, method=method, headers=dict(world.headers), body=body)
+    return _run(world, world.backend.gateway(host, path), plan)
+
+
+def for_duration(world: World, seconds: float, path: str, host: str, rate: float) -> list[Response]:
+    plan = Plan(seconds=seconds, rate=rate, concurrency=world.concurrency, headers=dict(world.headers))
+    return _run(world, world.backend.gateway(host, path), plan)
+
+
+def from_workload(world: World, count: int, workload: str, url: str) -> list[Response]:
+    plan = Plan(count=count, concurrency=world.concurrency, headers=dict(world.headers))
+    return _run(world, world.backend.from_workload(workload, world.namespace, url), plan)
+
+
+def start_background(world: World, rate: float, path: str, host: str) -> BackgroundTraffic:
+    key = f"{host}{path}"
+    if key in world.background:
+        world.background[key].stop()
+    traffic = BackgroundTraffic(world.backend.gateway(host, path), rate, world.headers).start()
+    world.background[key] = traffic
+    return traffic
+
+
+def stop_background(world: World) -> list[Response]:
+    responses = [r for t in world.background.values() for r in t.stop()]
+    world.background.clear()
+    for r in responses:
+        r.served_by = [s for s in world.backend.served(r.request_id) if not s.mirrored]
+    world.responses = responses
+    world.attach(f"background traffic: {len(responses)} requests", sample_table(responses), "text")
+    return responses

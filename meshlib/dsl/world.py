@@ -1,0 +1,46 @@
+"""The state one scenario's steps share, independent of behave or pytest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from meshlib.backend import Backend
+from meshlib.stats import DEFAULT_ALPHA
+from meshlib.traffic import BackgroundTraffic, Response, Target
+
+Evidence = Callable[[str, str, str], None]  # name, body, kind ("text", "json", "csv", "html", "png")
+
+
+def _no_evidence(_name: str, _body: str, _kind: str) -> None:
+    return None
+
+
+@dataclass
+class World:
+    backend: Backend
+    namespace: str
+    manifests: Path
+    alpha: float = DEFAULT_ALPHA
+    concurrency: int = 8
+    headers: dict[str, str] = field(default_factory=dict)
+    responses: list[Response] = field(default_factory=list)
+    background: dict[str, BackgroundTraffic] = field(default_factory=dict)
+    evidence: Evidence = _no_evidence
+    sent_at: datetime | None = None  # when the last batch started: log checks look from here on
+    last_target: Target | None = None
+
+    def manifest(self, name: str) -> Path:
+        """A path as written in a feature: relative to the manifests folder (or absolute)."""
+        p = Path(name)
+        return p if p.is_absolute() else self.manifests / p
+
+    def attach(self, name: str, body: str, kind: str = "text") -> None:
+        self.evidence(name, body, kind)
+
+    def stop_background(self) -> None:
+        for traffic in self.background.values():
+            traffic.stop()
+        self.background.clear()

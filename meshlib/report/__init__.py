@@ -1,0 +1,1 @@
+"""Evidence for reports (Allure attachments) and living documentation."""

@@ -1,0 +1,32 @@
+"""Traffic splits, with stated confidence (exact binomial test / chi-square at the run's alpha)."""
+
+from behave import then
+
+from meshlib.dsl import distribution
+from meshlib.dsl.types import parse_percent
+from meshlib.steps._matcher import cfparse, restore, world
+
+cfparse()
+
+
+@then("about {share:Percent} of responses come from {app:Name} {version:Name}")
+def about_share(context, share, app, version):
+    """Exact two-sided binomial test of the claimed share at alpha (default 0.01, `-D alpha=`); warns when the
+    sample cannot tell the claim from a 10-point misroute.
+
+    Example: Then about 10% of responses come from catalog v2
+    """
+    distribution.about_share(world(context), share, app, version)
+
+
+@then("responses split between {app:Name} versions as")
+def split(context, app):
+    """Goodness-of-fit test of the split across versions (table columns: version, share).
+
+    Example: Then responses split between catalog versions as (| version | share | / | v1 | 50% | / | v2 | 50% |)
+    """
+    shares = {row["version"]: parse_percent(row["share"]) for row in context.table}
+    distribution.split(world(context), app, shares)
+
+
+restore()

@@ -1,0 +1,154 @@
+"""The load driver: bounded batches of real HTTP requests over aiohttp, recorded one by one.
+
+A batch is bounded in count and in time; requests go only to loopback addresses handed out by the backend.
+`BackgroundTraffic` keeps a steady rate flowing in its own thread until stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+MAX_REQUESTS = 100_000
+MAX_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where requests go: a URL on loopback, the Host to send, and an optional explicit proxy (a sidecar)."""
+
+    url: str  # e.g. http://127.0.0.1:30000/api/catalog, or http://catalog.istioinaction/items with a proxy
+    host: str | None = None
+    proxy: str | None = None
+    label: str = ""  # for people: "through the ingress gateway", "from webapp"
+
+
+@dataclass
+class Response:
+    """One request and what came back."""
+
+    request_id: str
+    status: int  # 0 when no HTTP response came back
+    headers: dict[str, str]
+    body: str
+    elapsed_ms: float
+    error: str = ""
+    served_by: list[Any] = field(default_factory=list)  # filled by the backend when it knows
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class Plan:
+    count: int | None = None
+    seconds: float | None = None
+    concurrency: int = 8
+    rate: float | None = None  # requests per second across the batch
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.count is None and self.seconds is None:
+            raise ValueError("a traffic plan needs a request count or a duration")
+        if self.count is not None and not 0 < self.count <= MAX_REQUESTS:
+            raise ValueError(f"request count must be between 1 and {MAX_REQUESTS}")
+        if self.seconds is not None and not 0 < self.seconds <= MAX_SECONDS:
+            raise ValueError(f"duration must be between 0 and {MAX_SECONDS:g} seconds")
+
+
+async def _one(session: aiohttp.ClientSession, target: Target, plan: Plan) -> Response:
+    request_id = str(uuid.uuid4())
+    headers = {"x-request-id": request_id, **plan.headers}
+    if target.host:
+        headers["Host"] = target.host
+    started = time.perf_counter()
+    try:
+        async with session.request(plan.method, target.url, headers=headers, data=plan.body, proxy=target.proxy,
+                                   allow_redirects=False) as resp:
+            body = await resp.text(errors="replace")
+            return Response(request_id, resp.status, dict(resp.headers), body,
+                            (time.perf_counter() - started) * 1000)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return Response(request_id, 0, {}, "", (time.perf_counter() - started) * 1000,
+                        f"{type(exc).__name__}: {exc or 'no response'}")
+
+
+async def run_batch(target: Target, plan: Plan, stop: threading.Event | None = None,
+                    results: list[Response] | None = None) -> list[Response]:
+    """Send the plan's requests; concurrency and rate are upper bounds, count and seconds hard limits.
+
+    Responses are appended to `results` (a new list by default) as they arrive.
+    """
+    results = [] if results is None else results
+    deadline = time.monotonic() + (plan.seconds if plan.seconds is not None else MAX_SECONDS)
+    limit = plan.count if plan.count is not None else MAX_REQUESTS
+    issued = 0
+    interval = 1.0 / plan.rate if plan.rate else 0.0
+    next_at = time.monotonic()
+    lock = asyncio.Lock()
+
+    async def take() -> bool:
+        nonlocal issued, next_at
+        async with lock:
+            if issued >= limit or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+                return False
+            issued += 1
+            if interval:
+                wait = next_at - time.monotonic()
+                next_at = max(next_at, time.monotonic()) + interval
+            else:
+                wait = 0
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return True
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while await take():
+            results.append(await _one(session, target, plan))
+
+    timeout = aiohttp.ClientTimeout(total=60, sock_connect=5)
+    connector = aiohttp.TCPConnector(limit=plan.concurrency)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=True) as session:
+        await asyncio.gather(*(worker(session) for _ in range(plan.concurrency)))
+    return results
+
+
+def send(target: Target, plan: Plan) -> list[Response]:
+    """Blocking form of `run_batch`, for steps and scripts."""
+    return asyncio.run(run_batch(target, plan))
+
+
+class BackgroundTraffic:
+    """Steady traffic in its own thread until `stop()`; responses are kept for later checks."""
+
+    def __init__(self, target: Target, rate: float, headers: Mapping[str, str] | None = None) -> None:
+        self.target = target
+        self.plan = Plan(seconds=MAX_SECONDS, rate=rate, concurrency=4, headers=dict(headers or {}))
+        self.responses: list[Response] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="meshlib-background-traffic", daemon=True)
+
+    def start(self) -> BackgroundTraffic:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        asyncio.run(run_batch(self.target, self.plan, self._stop, self.responses))
+
+    def stop(self, timeout: float = 30) -> list[Response]:
+        self._stop.set()
+        self._thread.join(timeout)
+        return self.responses
