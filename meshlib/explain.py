@@ -9,6 +9,7 @@ from meshlib.config.store import ConfigStore
 from meshlib.errors import MeshlibError
 from meshlib.router import Decision, Request, select_route
 from meshlib.xds import ProxyConfig, build_proxy_config, find_proxy
+from meshlib.xds.build import parse_proxy_ref
 from meshlib.xds.dialect import match_text
 from meshlib.xds.naming import parse_cluster
 
@@ -125,7 +126,6 @@ def explain_json(store: ConfigStore, proxy: str, request: Request) -> dict[str, 
 
 
 def proxy_workload_ref(ref: str, default_namespace: str) -> tuple[str, str]:
-    """`deploy/NAME.NS`, `deploy/NAME`, `NAME.NS` or `NAME` → (NAME, NS)."""
-    name = ref.removeprefix("deploy/").removeprefix("deployment/")
-    name, _, ns = name.partition(".")
+    """`deploy/NAME.NS`, `deploy/NAME`, `NAME.NS` or `NAME` → (NAME, NS), NS defaulting like `-n`."""
+    name, ns = parse_proxy_ref(ref)
     return name, ns or default_namespace

@@ -48,10 +48,15 @@ def vs_hosts(vs: Resource) -> list[str]:
     return [fqdn(h, vs.namespace) for h in vs.spec.get("hosts") or []]
 
 
+def parse_proxy_ref(ref: str) -> tuple[str, str | None]:
+    """`deploy/NAME.NS`, `deployment/NAME`, `NAME.NS` or `NAME` → (NAME, NS or None), as kubectl reads them."""
+    name, _, ns = ref.removeprefix("deploy/").removeprefix("deployment/").partition(".")
+    return name, ns or None
+
+
 def find_proxy(store: ConfigStore, proxy: str) -> Workload | None:
-    """`deploy/NAME.NS`, `deploy/NAME` (with NS from the default), or `NAME.NS`."""
-    ref = proxy.removeprefix("deploy/").removeprefix("deployment/")
-    name, _, ns = ref.partition(".")
+    """The one workload `proxy` names; without a namespace, any namespace as long as it is unambiguous."""
+    name, ns = parse_proxy_ref(proxy)
     candidates = [w for w in store.workloads() if w.name == name and (not ns or w.namespace == ns)]
     return candidates[0] if len(candidates) == 1 else None
 

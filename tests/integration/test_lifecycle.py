@@ -170,11 +170,12 @@ def test_sigint_closes_the_mesh_and_exits():
                                   gw=str(CH5 / "webapp-catalog-gw-vs.yaml"))
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    watchdog = threading.Timer(30, proc.kill)  # bounds the blocking readline below
+    watchdog = threading.Timer(60, proc.kill)  # bounds the blocking readline below (a cold start imports scipy)
     watchdog.start()
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()  # blocks until the mesh is up
+        watchdog.cancel()  # from here on only the 15 s exit bound below applies
         assert first, proc.stderr.read() if proc.stderr else ""
         started = json.loads(first)
         assert request(started["gateway"], "/api/catalog", WEBAPP_HOST).status == 200
