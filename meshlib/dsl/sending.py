@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from meshlib.dsl import metrics
 from meshlib.dsl.world import World
 from meshlib.expect import table
 from meshlib.traffic import BackgroundTraffic, Plan, Response, Target, send
@@ -12,6 +13,7 @@ SAMPLE = 20
 
 
 def _run(world: World, target: Target, plan: Plan) -> list[Response]:
+    metrics.traffic_starts(world)
     world.sent_at = datetime.now(UTC)
     responses = send(target, plan)
     for r in responses:
@@ -53,6 +55,7 @@ def start_background(world: World, rate: float, path: str, host: str) -> Backgro
     key = f"{host}{path}"
     if key in world.background:
         world.background[key].stop()
+    metrics.traffic_starts(world)
     traffic = BackgroundTraffic(world.backend.gateway(host, path), rate, world.headers).start()
     world.background[key] = traffic
     return traffic

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from meshlib.backend import Backend
 from meshlib.stats import DEFAULT_ALPHA
@@ -31,6 +32,7 @@ class World:
     evidence: Evidence = _no_evidence
     sent_at: datetime | None = None  # when the last batch started: log checks look from here on
     last_target: Target | None = None
+    metrics: Any = None  # meshlib.dsl.metrics: the proxies' counters as they were when the last batch started
 
     def manifest(self, name: str) -> Path:
         """A path as written in a feature: relative to the manifests folder (or absolute)."""

@@ -155,6 +155,10 @@ class BuiltinMetrics(MeshMetrics):
 
         return self.mesh.call(take())
 
+    def delta(self, window_seconds: float | None = None) -> Snapshot:
+        """How much each counter grew over the window (`None`: since the latest mark), keyed as `snapshot()`."""
+        return self._delta(window_seconds)
+
     def _delta(self, window_seconds: float | None) -> Snapshot:
         now = self._snapshot()
         base = self._baseline(window_seconds)
@@ -170,14 +174,14 @@ class BuiltinMetrics(MeshMetrics):
     def request_count(self, filters: Mapping[str, str] | None = None, reporter: str | None = "destination") -> int:
         wanted = ({"reporter": reporter} if reporter else {}) | dict(filters or {})
         total = sum(v for (_, name, labels), v in self._snapshot().items()
-                    if name == REQUESTS and _matches(dict(labels), wanted))
+                    if name == REQUESTS and labels_match(dict(labels), wanted))
         return int(round(total))
 
     def success_rate(self, workload: str, namespace: str, window_seconds: float | None = 60) -> float | None:
         good = total = 0.0
         for (_, name, labels), v in self._delta(window_seconds).items():
             lab = dict(labels)
-            if name == REQUESTS and _flagger_target(lab, workload, namespace):
+            if name == REQUESTS and flagger_target(lab, workload, namespace):
                 total += v
                 if not lab.get("response_code", "").startswith("5"):
                     good += v
@@ -188,7 +192,7 @@ class BuiltinMetrics(MeshMetrics):
         buckets = []
         for (_, name, labels), v in self._delta(window_seconds).items():
             lab = dict(labels)
-            if name == DURATION_BUCKET and _flagger_target(lab, workload, namespace):
+            if name == DURATION_BUCKET and flagger_target(lab, workload, namespace):
                 buckets.append((float(lab["le"]), v))
         value = histogram_quantile(q, buckets)
         return None if math.isnan(value) else value
@@ -247,10 +251,12 @@ def snapshot(mesh: LocalMesh) -> Snapshot:
     return out
 
 
-def _matches(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+def labels_match(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    """Exact label values (a missing label counts as empty, as in PromQL)."""
     return all(labels.get(k, "") == v for k, v in wanted.items())
 
 
-def _flagger_target(labels: Mapping[str, str], workload: str, namespace: str) -> bool:
+def flagger_target(labels: Mapping[str, str], workload: str, namespace: str) -> bool:
+    """Whether a series is Flagger's: destination reporter, the namespace, `workload` as an anchored regex."""
     return (labels.get("reporter") == "destination" and labels.get("destination_workload_namespace") == namespace
             and re.fullmatch(workload, labels.get("destination_workload", "")) is not None)

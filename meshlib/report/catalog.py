@@ -17,8 +17,8 @@ from behave.step_registry import registry
 HEADER = """# Step catalog
 
 Generated from the step docstrings by `python -m meshlib.report.catalog`; do not edit by hand.
-Patterns use cfparse: `{count:d}` a number, `{share:Percent}` like `10%`, `{seconds:Duration}` like `30s`,
-`{x:Name}` a word without spaces (host, path, workload, version).
+Patterns use cfparse: `{count:d}` a whole number, `{bound:g}` any number (`99`, `0.5`), `{share:Percent}` like
+`10%`, `{seconds:Duration}` like `30s` or `500 ms`, `{x:Name}` a word without spaces (host, path, workload, version).
 """
 
 
@@ -46,15 +46,20 @@ def render(project_steps: Path | None = Path("steps")) -> str:
             summary = " ".join(doc.split("Example:")[0].split()) or "(no description)"
             example = next((line.split("Example:", 1)[1].strip() for line in doc.splitlines()
                             if "Example:" in line), "")
-            entry = f"- **{step_type.capitalize()}** `{matcher.pattern}`  \n  {summary}"
+            entry = f"- **{step_type.capitalize()}** {_code(matcher.pattern)}  \n  {summary}"
             if example:
-                entry += f"  \n  Example: `{example}`"
+                entry += f"  \n  Example: {_code(example)}"
             sections.setdefault(_title(module), []).append(entry)
     parts = [HEADER]
     for title in sorted(sections):
         parts.append(f"\n## {title}\n")
         parts.extend(sections[title])
     return "\n".join(parts) + "\n"
+
+
+def _code(text: str) -> str:
+    """Inline code in Markdown, also for text that holds backticks (a PromQL step quotes its query in them)."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 def _title(module: str) -> str:

@@ -1,3 +1,13 @@
 """Every meshlib step, for `from meshlib.steps.all import *` in a project's steps/ folder."""
 
-from meshlib.steps import analysis, deploy, distribution, egress, envoy, logs, responses, traffic  # noqa: F401
+from meshlib.steps import (  # noqa: F401
+    analysis,
+    deploy,
+    distribution,
+    egress,
+    envoy,
+    logs,
+    metrics,
+    responses,
+    traffic,
+)

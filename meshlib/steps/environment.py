@@ -2,18 +2,21 @@
 
 Userdata (behave.ini or -D): backend (local), istio_version, namespace, manifests, alpha, seed.
 Tags: `@fresh` (feature or scenario) gives each scenario its own mesh; `@istio.version=1.28` runs the
-feature or scenario on that Istio profile.
+feature or scenario on that Istio profile; `@needs.prometheus` skips the scenario, with the reason, where the
+mesh runs without Prometheus (PromQL steps in an untagged scenario fail there instead).
 """
 
 from __future__ import annotations
 
 import atexit
+import sys
 from pathlib import Path
 
 from behave.model import Feature, Scenario
 from behave.runner import Context
 
 from meshlib.backend import Backend, LocalBackend
+from meshlib.dsl import metrics
 from meshlib.dsl.world import World
 from meshlib.errors import MeshlibError
 from meshlib.report.evidence import attach
@@ -59,6 +62,7 @@ def before_all(context: Context) -> None:
     context.meshlib_version = ud.get("istio_version") or None
     context.meshlib_alpha = float(ud.get("alpha", 0.01))
     context.meshlib_manifests = Path(ud.get("manifests", "manifests")).resolve()
+    context.meshlib_skipped = []
 
 
 def before_feature(context: Context, feature: Feature) -> None:
@@ -75,6 +79,9 @@ def before_scenario(context: Context, scenario: Scenario) -> None:
     backend = context.scenario_backend or context.feature_backend
     context.world = World(backend, context.config.userdata.get("namespace", "default"),
                           context.meshlib_manifests, alpha=context.meshlib_alpha, evidence=attach)
+    if metrics.TAG in tags and not metrics.has_prometheus(context.world):
+        scenario.skip(reason=metrics.SKIP_REASON)
+        context.meshlib_skipped.append(f"{scenario.location}  {scenario.name}")
 
 
 def after_scenario(context: Context, scenario: Scenario) -> None:
@@ -92,6 +99,10 @@ def after_feature(context: Context, feature: Feature) -> None:
 
 def after_all(context: Context) -> None:
     _close_all()
+    skipped = getattr(context, "meshlib_skipped", [])
+    if skipped:  # past behave's output capture: a skip must say why even when the run passes
+        lines = "\n".join(f"  {s}" for s in skipped)
+        print(f"{len(skipped)} scenario(s) skipped, {metrics.SKIP_REASON}:\n{lines}", file=sys.__stderr__)
 
 
 __all__ = ["after_all", "after_feature", "after_scenario", "before_all", "before_feature", "before_scenario"]
