@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from meshlib.config.store import ConfigStore
 from meshlib.local.mesh import LocalMesh
@@ -25,6 +25,11 @@ class Backend(Protocol):
     @property
     def store(self) -> ConfigStore: ...
 
+    @property
+    def time_scale(self) -> float:
+        """Real seconds per second of the canary analysis clock (1.0 on a real cluster)."""
+        ...
+
     def apply(self, paths: list[Path], namespace: str) -> list[str]: ...
     def apply_text(self, text: str, namespace: str) -> list[str]: ...
     def delete(self, paths: list[Path], namespace: str) -> list[str]: ...
@@ -36,6 +41,8 @@ class Backend(Protocol):
              since: datetime | None = None) -> list[str]: ...
     def proxy_config(self, workload: str, namespace: str) -> ProxyConfig: ...
     def metrics_text(self, workload: str, namespace: str) -> str: ...
+    def canary_status(self, name: str, namespace: str) -> dict[str, Any]: ...
+    def canary_history(self, name: str, namespace: str) -> list[dict[str, Any]]: ...
     def close(self) -> None: ...
 
 
@@ -45,12 +52,17 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, namespace: str, istio_version: str | None = None, port: int = 0,
-                 seed: int | None = None) -> None:
-        self.mesh = LocalMesh(namespace=namespace, port=port, istio_version=istio_version, seed=seed).start()
+                 seed: int | None = None, time_scale: float = 1.0) -> None:
+        self.mesh = LocalMesh(namespace=namespace, port=port, istio_version=istio_version, seed=seed,
+                              time_scale=time_scale).start()
 
     @property
     def store(self) -> ConfigStore:
         return self.mesh.store
+
+    @property
+    def time_scale(self) -> float:
+        return self.mesh.time_scale
 
     def apply(self, paths: list[Path], namespace: str) -> list[str]:
         return [r.ref() for r in self.mesh.apply(paths, namespace)]
@@ -84,6 +96,12 @@ class LocalBackend:
 
     def metrics_text(self, workload: str, namespace: str) -> str:
         return self.mesh.metrics_text(workload, namespace)
+
+    def canary_status(self, name: str, namespace: str) -> dict[str, Any]:
+        return self.mesh.canary_status(name, namespace)
+
+    def canary_history(self, name: str, namespace: str) -> list[dict[str, Any]]:
+        return self.mesh.canary_history(name, namespace)
 
     def close(self) -> None:
         self.mesh.close()

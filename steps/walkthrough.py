@@ -1,6 +1,6 @@
 """Project-only steps: the walkthrough's services in its own words (Istio in Action, chapter 5)."""
 
-from behave import given
+from behave import given, when
 
 from meshlib.dsl import deploy
 from meshlib.steps._matcher import world
@@ -9,6 +9,8 @@ CATALOG_V1 = "services/catalog/kubernetes/catalog.yaml"
 CATALOG_V2 = "services/catalog/kubernetes/catalog-deployment-v2.yaml"
 WEBAPP = "services/webapp/kubernetes/webapp.yaml"
 FORUM = "services/forum/kubernetes/forum-all.yaml"
+FLAGGER_V2 = "ch5/flagger/catalog-deployment-v2.yaml"
+FLAGGER_V2_BLOWUP = "ch5/flagger/catalog-deployment-v2-blowup.yaml"
 
 
 @given("the catalog service runs v1")
@@ -63,3 +65,23 @@ def mirrored(context):
     Example: Given catalog v2 is mirrored
     """
     deploy.apply_manifests(world(context), ["ch5/catalog-dest-rule.yaml", "ch5/catalog-vs-v2-mirror.yaml"])
+
+
+@when("the new catalog version is deployed")
+def new_catalog_version(context):
+    """Update the catalog Deployment to the version that shows images (ch5/flagger/catalog-deployment-v2.yaml).
+
+    Under a Canary this starts Flagger's analysis, as `kubectl apply -f` does in the walkthrough.
+    Example: When the new catalog version is deployed
+    """
+    deploy.apply_manifests(world(context), [FLAGGER_V2])
+
+
+@when("a catalog version that fails half of its requests is deployed")
+def failing_catalog_version(context):
+    """Update the catalog Deployment to a version whose /items answers 500 to half of the requests (the
+    catalog's BLOWUP failure injection: ch5/flagger/catalog-deployment-v2-blowup.yaml).
+
+    Example: When a catalog version that fails half of its requests is deployed
+    """
+    deploy.apply_manifests(world(context), [FLAGGER_V2_BLOWUP])

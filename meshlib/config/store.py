@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,10 +122,16 @@ def _mesh_from_configmap(cm: Resource) -> dict[str, Any]:
 
 @dataclass
 class ConfigStore:
-    """Resources keyed by (kind, namespace, name) in apply order, plus everything derived from them."""
+    """Resources keyed by (kind, namespace, name) in apply order, plus everything derived from them.
+
+    Writes replace the whole dict (copy-on-write, one writer at a time), so a reader in another thread (a step
+    while the mesh's canary controller applies its objects) iterates a consistent snapshot, never a dict that
+    changes size under it.
+    """
 
     profile: IstioProfile = field(default_factory=lambda: profile_for(DEFAULT_VERSION))
     _resources: dict[tuple[str, str, str], Resource] = field(default_factory=dict)
+    _write: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     # --- loading -----------------------------------------------------------------------------------
     @classmethod
@@ -145,9 +152,12 @@ class ConfigStore:
     def apply_documents(self, docs: Iterable[Document], namespace: str) -> list[Resource]:
         """Validate all, then store all: a bad document leaves the store unchanged."""
         resources = self.parse(docs, namespace)
-        for res in resources:
-            # an update keeps its place: Kubernetes keeps creationTimestamp, and Istio orders by it
-            self._resources[res.key] = res
+        with self._write:
+            updated = dict(self._resources)
+            for res in resources:
+                # an update keeps its place: Kubernetes keeps creationTimestamp, and Istio orders by it
+                updated[res.key] = res
+            self._resources = updated
         return resources
 
     def apply_text(self, text: str, namespace: str = "default", filename: str = "<inline>") -> list[Resource]:
@@ -155,13 +165,21 @@ class ConfigStore:
 
     def delete_documents(self, docs: Iterable[Document], namespace: str) -> list[Resource]:
         removed = []
-        for res in self.parse(docs, namespace):
-            if self._resources.pop(res.key, None) is not None:
-                removed.append(res)
+        parsed = self.parse(docs, namespace)
+        with self._write:
+            updated = dict(self._resources)
+            for res in parsed:
+                if updated.pop(res.key, None) is not None:
+                    removed.append(res)
+            self._resources = updated
         return removed
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
-        return self._resources.pop((kind, namespace, name), None) is not None
+        with self._write:
+            updated = dict(self._resources)
+            found = updated.pop((kind, namespace, name), None) is not None
+            self._resources = updated
+        return found
 
     def _check_version_rules(self, res: Resource) -> None:
         if res.kind == "ConfigMap" and (res.namespace, res.name) == (ISTIO_SYSTEM, "istio"):

@@ -67,5 +67,6 @@ def stop_background(world: World) -> list[Response]:
     for r in responses:
         r.served_by = [s for s in world.backend.served(r.request_id) if not s.mirrored]
     world.responses = responses
+    world.finished_background = responses
     world.attach(f"background traffic: {len(responses)} requests", sample_table(responses), "text")
     return responses

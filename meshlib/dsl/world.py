@@ -29,6 +29,7 @@ class World:
     headers: dict[str, str] = field(default_factory=dict)
     responses: list[Response] = field(default_factory=list)
     background: dict[str, BackgroundTraffic] = field(default_factory=dict)
+    finished_background: list[Response] = field(default_factory=list)  # what the last stopped traffic got back
     evidence: Evidence = _no_evidence
     sent_at: datetime | None = None  # when the last batch started: log checks look from here on
     last_target: Target | None = None

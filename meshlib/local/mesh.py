@@ -12,6 +12,10 @@ errors; it is idempotent.
 
 With a `prometheus` binary on PATH (or `prometheus=True`), the mesh also runs a real Prometheus on loopback
 that scrapes every proxy's `/stats/prometheus` like a Kubernetes pod scrape; `mesh.promql(...)` queries it.
+
+A Canary (flagger.app/v1beta1) in the store is run by Flagger's analysis on the mesh's loop
+(`meshlib.local.canary`), on a clock `time_scale` times the wall clock's pace (0.05: a 45 s interval takes
+2.25 s); `canary_status()`, `canary_history()` and `logs("flagger", "istio-system")` show what it did.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from meshlib.config.kinds import Resource
 from meshlib.config.loader import Document, load_documents, parse_documents
 from meshlib.config.store import ISTIO_SYSTEM, ConfigStore, Workload
 from meshlib.errors import ConfigError, MeshlibError
+from meshlib.local import canary as flagger
 from meshlib.local.apps import (
     AppContext,
     RunningApp,
@@ -105,8 +110,11 @@ class LocalMesh:
     def __init__(self, paths: Iterable[str | Path] = (), namespace: str = "default",
                  port: int = DEFAULT_GATEWAY_PORT, istio_version: str | None = None, seed: int | None = None,
                  images: dict[str, ImageCommand] | None = None, prometheus: bool | None = None,
-                 scrape_interval: float = 1.0) -> None:
-        """`prometheus`: None runs Prometheus when the binary is on PATH, True requires it, False never runs it."""
+                 scrape_interval: float | None = None, time_scale: float = 1.0) -> None:
+        """`prometheus`: None runs Prometheus when the binary is on PATH, True requires it, False never runs it.
+
+        `time_scale`: real seconds per second of the canary analysis clock (0.05 runs Flagger 20 times as fast).
+        `scrape_interval`: Prometheus's; by default 1 s, shorter on a scaled clock (`default_scrape_interval`)."""
         self.store = ConfigStore(profile_for(istio_version))
         self.images = images or {}  # user images run as local commands (meshlib.yaml)
         self.namespace = namespace
@@ -123,7 +131,10 @@ class LocalMesh:
         self._external: RunningApp | None = None
         self._lock = threading.RLock()
         self.want_prometheus = prometheus
-        self.scrape_interval = scrape_interval
+        self.time_scale = time_scale
+        self.scrape_interval = scrape_interval or flagger.default_scrape_interval(time_scale)
+        self.canaries = flagger.CanaryRuntime(self, time_scale)
+        self._reconcile_lock = asyncio.Lock()
         self.prometheus: PrometheusServer | None = None  # None when not running
         self._served: dict[str, list[Served]] = {}  # x-request-id -> where it was served (bounded)
 
@@ -180,6 +191,7 @@ class LocalMesh:
         loop, thread = self._loop, self._thread
         if loop is None:
             return
+        self.canaries.stopping.set()  # no new tick starts; a query in flight fails once Prometheus is gone
         try:
             try:
                 self._stop_prometheus()
@@ -192,6 +204,7 @@ class LocalMesh:
             loop.close()
             self._loop = None
             self._thread = None
+            self.canaries.join()
 
     async def _start(self) -> None:
         self._external = await start_app(create_external_app(), "127.0.0.1", 0)
@@ -230,6 +243,7 @@ class LocalMesh:
             server.close()
 
     async def _stop(self) -> None:
+        await self.canaries.stop()
         pods = [p for ps in self._pods.values() for p in ps]
         self._pods.clear()
         await asyncio.gather(*(self._stop_pod(p) for p in pods), return_exceptions=True)
@@ -290,10 +304,24 @@ class LocalMesh:
                     raise ConfigError(res.where("template", "spec", "containers", i, "image"), str(exc)) from None
 
     async def _reconcile(self) -> None:
+        """Pods and proxy config to match the store; then the canary controllers (and again if a deleted Canary's
+        objects were garbage-collected). One at a time: the canary controllers reconcile from the loop too."""
+        async with self._reconcile_lock:
+            try:
+                await self._reconcile_once()
+            finally:
+                collected = self.canaries.sync()
+            if collected:
+                await self._reconcile_once()
+
+    async def _reconcile_once(self) -> None:
         workloads = {(w.namespace, w.name): w for w in self.store.workloads() if not w.is_gateway}
         self._configs = {(w.namespace, w.name): build_proxy_config(self.store, w)
                          for w in self.store.workloads()}
         stopping: list[Pod] = []
+        # a new template is a rolling update: the old pods keep serving until the new ones run (Kubernetes's
+        # default maxUnavailable 25% rounds down to 0 for few replicas, maxSurge rounds up to 1)
+        outgoing: list[tuple[tuple[str, str], Pod]] = []
         for key, pods in list(self._pods.items()):
             w = workloads.get(key)
             if w is None:
@@ -302,12 +330,19 @@ class LocalMesh:
                 continue
             wanted = template_hash(w)
             keep = [p for p in pods if p.template == wanted][: w.replicas]
-            stopping += [p for p in pods if p not in keep]
-            self._pods[key] = keep
+            old = [p for p in pods if p.template != wanted]
+            stopping += [p for p in pods if p not in keep and p not in old]
+            if w.replicas > 0:
+                outgoing += [(key, p) for p in old]
+                self._pods[key] = keep + old
+            else:
+                stopping += old
+                self._pods[key] = keep
         starting = []
         for key, w in workloads.items():
             pods = self._pods.setdefault(key, [])
-            for _ in range(w.replicas - len(pods)):
+            wanted = template_hash(w)
+            for _ in range(w.replicas - sum(p.template == wanted for p in pods)):
                 pod = self._new_pod(w)
                 pods.append(pod)
                 starting.append(pod)
@@ -318,6 +353,13 @@ class LocalMesh:
         if self.gateway is not None and self.gateway_pod is not None:
             self._configure(self.gateway, self.gateway_pod.workload)
         results = await asyncio.gather(*(self._start_pod(p) for p in starting), return_exceptions=True)
+        failed = {(p.namespace, p.workload.name) for p, r in zip(starting, results, strict=True)
+                  if isinstance(r, BaseException)}
+        for key, pod in outgoing:
+            if key not in failed and pod in self._pods.get(key, []):  # replaced: the new pods run
+                self._pods[key].remove(pod)
+                stopping.append(pod)
+        self._healthy.clear()
         await asyncio.gather(*(self._stop_pod(p) for p in stopping), return_exceptions=True)
         self._healthy.clear()
         if self.prometheus is not None:
@@ -428,6 +470,18 @@ class LocalMesh:
     def _ready_pods(self, namespace: str, workload: str) -> list[Pod]:
         return [p for p in self._pods.get((namespace, workload), []) if p.ready]
 
+    def ready_pods(self, namespace: str, workload: str) -> list[Pod]:
+        """The running pods of a workload (safe from any thread: a copy)."""
+        return list(self._ready_pods(namespace, workload))
+
+    def deployment_ready(self, name: str, namespace: str) -> bool:
+        """Rolled out and available: at least `spec.replicas` running pods of the Deployment's current template."""
+        w = self.store.workload(name, namespace)
+        if w is None:
+            return False
+        wanted = template_hash(w)
+        return sum(p.template == wanted for p in self._ready_pods(namespace, name)) >= w.replicas
+
     def healthy_counts(self, pc: ProxyConfig) -> dict[str, int]:
         cached = self._healthy.get(id(pc))
         if cached is None:
@@ -509,7 +563,11 @@ class LocalMesh:
 
     def logs(self, workload: str, namespace: str | None = None, container: str | None = None,
              since: datetime | None = None) -> list[str]:
-        """Log lines of every pod of `workload` (like `kubectl logs deploy/NAME -c CONTAINER --since-time`)."""
+        """Log lines of every pod of `workload` (like `kubectl logs deploy/NAME -c CONTAINER --since-time`).
+
+        `deploy/flagger -n istio-system` is the canary controllers' log (Flagger's JSON lines)."""
+        if (workload, namespace) == flagger.FLAGGER and not self._pods.get((ISTIO_SYSTEM, "flagger")):
+            return self.canaries.log.read(since)
         lines: list[str] = []
         for pod in self.find_pods(workload, namespace):
             name = container or next((c for c in pod.logs if c != PROXY_CONTAINER), PROXY_CONTAINER)
@@ -517,6 +575,19 @@ class LocalMesh:
                 raise MeshlibError(f"pod {pod.name} has no container {name!r}; containers: {', '.join(pod.logs)}")
             lines += pod.logs[name].read(since)
         return lines
+
+    def canary_status(self, name: str, namespace: str | None = None) -> dict[str, Any]:
+        """The Canary's `status` as Flagger writes it: phase, canaryWeight, failedChecks, iterations, conditions…"""
+        return dict(self.canaries.run(name, namespace or self.namespace).status)
+
+    def canary_history(self, name: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """One entry per analysis tick: time (scaled clock), started/finished (wall clock), phase, canaryWeight,
+        failedChecks, iterations, the VirtualService's primary/canary weights, metric values and queries."""
+        return self.canaries.run(name, namespace or self.namespace).history()
+
+    def canaries_in(self, namespace: str | None = None) -> list[tuple[str, str]]:
+        """(namespace, name) of every Canary with a controller."""
+        return self.canaries.names(namespace)
 
     def proxy_config(self, workload: str, namespace: str | None = None) -> ProxyConfig:
         pod = self.find_pods(workload, namespace)[0]

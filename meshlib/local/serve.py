@@ -57,7 +57,17 @@ class Handlers:
             return _table(rows) if len(rows) > 1 else f"No resources found in {ns} namespace."
         kind = SHORT_KINDS.get(what)
         if kind is None:
-            raise MeshlibError(f"unknown resource type {what!r}; try pods, svc, deploy, vs, dr, gw, se")
+            raise MeshlibError(f"unknown resource type {what!r}; try pods, svc, deploy, vs, dr, gw, se, canary")
+        if kind == "Canary":  # as `kubectl get canaries` prints Flagger's status columns
+            rows = [("NAME", "STATUS", "WEIGHT", "LASTTRANSITIONTIME")]
+            for r in self.mesh.store.of_kind(kind, ns):
+                try:
+                    s = self.mesh.canary_status(r.name, ns)
+                except MeshlibError:
+                    s = {}
+                rows.append((r.name, str(s.get("phase", "")), str(s.get("canaryWeight", "")),
+                             str(s.get("lastTransitionTime", ""))))
+            return _table(rows) if len(rows) > 1 else f"No resources found in {ns} namespace."
         rows = [("NAME", "SOURCE")]
         rows += [(r.name, str(r.source)) for r in self.mesh.store.of_kind(kind, ns)]
         return _table(rows) if len(rows) > 1 else f"No resources found in {ns} namespace."

@@ -2,6 +2,7 @@
 
 from meshlib.steps import (  # noqa: F401
     analysis,
+    canary,
     deploy,
     distribution,
     egress,

@@ -1,6 +1,7 @@
 """behave hooks: one backend per feature (a fresh one per scenario where asked), evidence, clean teardown.
 
-Userdata (behave.ini or -D): backend (local), istio_version, namespace, manifests, alpha, seed.
+Userdata (behave.ini or -D): backend (local), istio_version, namespace, manifests, alpha, seed, time_scale
+(real seconds per second of Flagger's analysis clock: 0.05 runs a 45 s interval in 2.25 s; default 1).
 Tags: `@fresh` (feature or scenario) gives each scenario its own mesh; `@istio.version=1.28` runs the
 feature or scenario on that Istio profile; `@needs.prometheus` skips the scenario, with the reason, where the
 mesh runs without Prometheus (PromQL steps in an untagged scenario fail there instead).
@@ -45,7 +46,8 @@ def _start(context: Context, version: str | None) -> Backend:
     if kind != "local":
         raise MeshlibError(f"backend {kind!r} is not available yet; use -D backend=local")
     seed = ud.get("seed")
-    backend = LocalBackend(ud.get("namespace", "default"), version, seed=int(seed) if seed else None)
+    backend = LocalBackend(ud.get("namespace", "default"), version, seed=int(seed) if seed else None,
+                           time_scale=float(ud.get("time_scale", 1.0)))
     _OPEN.append(backend)
     return backend
 
