@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--port", type=int, default=30000, help="ingress gateway port on 127.0.0.1 (0: any free)")
     p.add_argument("--detach", action="store_true", help="run in the background; stop with `meshlib down`")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="pace of Flagger's analysis clock: 0.05 runs a 45 s interval in 2.25 s")
     p.add_argument("--mesh-config", default=None,
                    help="maps user images to local commands (default: ./meshlib.yaml when present)")
 
@@ -107,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         return 1 if any(f.level == ERROR for f in findings) else 0
     if args.command == "up":
         return serve.up(args.filename, args.namespace, args.port, args.istio_version, args.detach,
-                        args.mesh_config)
+                        args.mesh_config, args.time_scale)
     if args.command == "down":
         return serve.down()
     if args.command in ("apply", "delete"):

@@ -97,15 +97,16 @@ class Handlers:
 
 
 def up(paths: list[str], namespace: str, port: int, istio_version: str | None, detach: bool,
-       mesh_config: str | None = None) -> int:
+       mesh_config: str | None = None, time_scale: float = 1.0) -> int:
     images = read_mesh_config_if_present(mesh_config)
     if detach:
-        return _detach(paths, namespace, port, istio_version, mesh_config)
+        return _detach()
     _refuse_if_running()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with LocalMesh(paths, namespace=namespace, port=port, istio_version=istio_version, images=images) as mesh:
+    with LocalMesh(paths, namespace=namespace, port=port, istio_version=istio_version, images=images,
+                   time_scale=time_scale) as mesh:
         h = Handlers(mesh, stop)
         control = ControlServer({"apply": h.apply, "delete": h.delete, "get": h.get, "logs": h.logs,
                                  "proxy-config": h.proxy_config, "down": h.down})
@@ -141,15 +142,10 @@ def _refuse_if_running() -> None:
                        "stop it with `meshlib down` first")
 
 
-def _detach(paths: list[str], namespace: str, port: int, istio_version: str | None, mesh_config: str | None) -> int:
+def _detach() -> int:
+    """Run this same `meshlib up` command line in the background, in a session of its own."""
     _refuse_if_running()
-    cmd = [sys.executable, "-m", "meshlib.cli", "up", "-n", namespace, "--port", str(port)]
-    for p in paths:
-        cmd += ["-f", os.path.abspath(p)]
-    if istio_version:
-        cmd += ["--istio-version", istio_version]
-    if mesh_config:
-        cmd += ["--mesh-config", os.path.abspath(mesh_config)]
+    cmd = [sys.executable, "-m", "meshlib.cli", *(a for a in sys.argv[1:] if a != "--detach")]
     log = state_path().with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
