@@ -151,7 +151,10 @@ def test_an_unknown_image_names_the_file_and_line(tmp_path):
 
 
 SIGINT_SCRIPT = """\
-import json, sys, time
+import json, signal, sys, time
+# a terminal's Ctrl-C raises KeyboardInterrupt; restore that even when this test runs with SIGINT ignored
+# (a background job or a CI runner without a terminal starts every child with SIGINT ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {tests!r})
 from meshlib.local.mesh import LocalMesh
 from test_lifecycle import listening_ports
