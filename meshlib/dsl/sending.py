@@ -15,12 +15,17 @@ SAMPLE = 20
 def _run(world: World, target: Target, plan: Plan) -> list[Response]:
     metrics.traffic_starts(world)
     world.sent_at = datetime.now(UTC)
+    world.last_target = target
     responses = send(target, plan)
+    return _record(world, responses, f"{len(responses)} requests {target.label}")
+
+
+def _record(world: World, responses: list[Response], title: str) -> list[Response]:
+    """Tie each response to the pods that served it (ledger by x-request-id), keep them, attach a sample."""
     for r in responses:
         r.served_by = [s for s in world.backend.served(r.request_id) if not s.mirrored]
     world.responses = responses
-    world.last_target = target
-    world.attach(f"{len(responses)} requests {target.label}", sample_table(responses), "text")
+    world.attach(title, sample_table(responses), "text")
     return responses
 
 
@@ -64,9 +69,5 @@ def start_background(world: World, rate: float, path: str, host: str) -> Backgro
 def stop_background(world: World) -> list[Response]:
     responses = [r for t in world.background.values() for r in t.stop()]
     world.background.clear()
-    for r in responses:
-        r.served_by = [s for s in world.backend.served(r.request_id) if not s.mirrored]
-    world.responses = responses
     world.finished_background = responses
-    world.attach(f"background traffic: {len(responses)} requests", sample_table(responses), "text")
-    return responses
+    return _record(world, responses, f"background traffic: {len(responses)} requests")
