@@ -45,8 +45,10 @@ def _start(context: Context, version: str | None) -> Backend:
     kind = ud.get("backend", "local")
     if kind != "local":
         raise MeshlibError(f"backend {kind!r} is not available yet; use -D backend=local")
-    seed = ud.get("seed")
-    backend = LocalBackend(ud.get("namespace", "default"), version, seed=int(seed) if seed else None,
+    seed = ud.get("seed", "random")
+    if seed != "random" and not seed.isdigit():
+        raise MeshlibError(f"-D seed={seed!r}: use a whole number, or 'random' for a fresh seed per run")
+    backend = LocalBackend(ud.get("namespace", "default"), version, seed=None if seed == "random" else int(seed),
                            time_scale=float(ud.get("time_scale", 1.0)))
     _OPEN.append(backend)
     return backend
