@@ -24,6 +24,7 @@ from typing import Any
 from meshlib.config.loader import parse_documents
 from meshlib.errors import ConfigError, MeshlibError, Source
 from meshlib.local.apps import image_name
+from meshlib.local.children import die_with_parent
 from meshlib.local.logs import LogBuffer
 
 MAX_BACKOFF = 5.0
@@ -93,7 +94,8 @@ class ProcessContainer:
             try:
                 self._proc = await asyncio.create_subprocess_exec(
                     *self.spec.command, env=self.env, stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+                    preexec_fn=die_with_parent)  # the mesh thread started it: it ends with the mesh
             except OSError as exc:
                 self.log.write(f"meshlib: cannot start {self.spec.command[0]!r}: {exc.strerror}")
                 await asyncio.sleep(backoff)

@@ -41,6 +41,7 @@ from typing import Any
 import yaml
 
 from meshlib.errors import MeshlibError
+from meshlib.local.children import die_with_parent
 from meshlib.local.logs import LogBuffer
 from meshlib.local.process import free_port
 
@@ -246,7 +247,7 @@ class PrometheusServer:
         # and close() stops it in order
         with open(self._log_path, "ab") as out:
             self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                            cwd=self.dir, start_new_session=True)
+                                            cwd=self.dir, start_new_session=True, preexec_fn=die_with_parent)
 
     @property
     def _log_path(self) -> Path:

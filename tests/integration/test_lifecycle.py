@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 from meshclient import CATALOG_V1, CH5, NS, ROOT, SERVICES, WEBAPP_HOST, request, wait_until
@@ -194,3 +196,62 @@ def test_sigint_closes_the_mesh_and_exits():
     assert proc.returncode == 0, err
     assert out.strip() == "closed", (out, err)
     assert_all_closed(set(started["ports"]))
+
+
+KILL_SCRIPT = """\
+import json, os, sys, time
+from meshlib.local.mesh import LocalMesh
+from meshlib.local.process import load_image_map
+
+mesh = LocalMesh([{manifests!r}], port=0, images=load_image_map({config!r})).start()
+pids = [c._proc.pid for p in mesh.pods() for c in p.apps if hasattr(c, "_proc")]
+if mesh.prometheus is not None:
+    pids.append(mesh.prometheus.pid)
+print(json.dumps(pids), flush=True)
+time.sleep(60)
+"""
+USER_IMAGE = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: orders}
+spec:
+  selector: {matchLabels: {app: orders}}
+  template:
+    metadata: {labels: {app: orders}}
+    spec:
+      containers: [{name: orders, image: example/orders, ports: [{containerPort: 8080}]}]
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for its reaper counts as gone
+        return f.read().split()[2] != "Z"
+
+
+def test_children_die_when_meshlib_is_killed(tmp_path):
+    """SIGKILL runs no cleanup code: the kernel must still stop Prometheus and user-image commands."""
+    (tmp_path / "m.yaml").write_text(USER_IMAGE)
+    # http.server takes its port as an argument, not from $PORT: a shell passes it on
+    (tmp_path / "meshlib.yaml").write_text(
+        "images:\n  example/orders:\n    command: [\"sh\", \"-c\", \"exec "
+        f"{sys.executable} -m http.server --bind 127.0.0.1 $PORT\"]\n")
+    script = KILL_SCRIPT.format(manifests=str(tmp_path / "m.yaml"), config=str(tmp_path / "meshlib.yaml"))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(60, proc.kill)
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        pids = json.loads(proc.stdout.readline())
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.wait(10)
+    assert pids, "the mesh started no child process to check"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not [p for p in pids if _alive(p)], "a child process outlived a killed meshlib"
