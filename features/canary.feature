@@ -24,7 +24,7 @@ Feature: Canary release of catalog v2 by traffic shifting (5.3)
     Given the manifest "ch5/catalog-vs-v2-50-50-mesh.yaml" is applied
     When 400 requests are sent
     Then every response has status 200
-    And responses split between catalog versions as
+    And responses split between catalog versions as:
       | version | share |
       | v1      | 50%   |
       | v2      | 50%   |

@@ -22,8 +22,8 @@ Feature: Egress control with REGISTRY_ONLY and ServiceEntry (5.5)
     When 5 requests are sent
     Then every response has status 500
     And every response body contains "error calling Forum service"
-    And the forum sidecar's access log shows "502 - direct_response"
-    And the forum sidecar's access log shows "block_all"
+    And the forum sidecar's access log shows 5 lines with "502 - direct_response"
+    And the forum sidecar's access log shows 5 lines with "block_all"
     And calls from forum to jsonplaceholder.typicode.com are blocked with 502
 
   @critical

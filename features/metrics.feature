@@ -33,7 +33,7 @@ Feature: Release metrics from the sidecars (5.3.1)
 
   @critical @fresh
   Scenario: a failing version lowers the success rate
-    Given these resources are applied
+    Given these resources are applied:
       """
       apiVersion: apps/v1
       kind: Deployment

@@ -32,3 +32,16 @@ Feature: Deploy v2 without releasing it (5.2.3, 5.2.4)
     Then every response has status 200
     And no client sees imageUrl
     And every request to catalog went where the routes predicted
+
+  @normal
+  Scenario: new catalog items are written to v1 only
+    Given the webapp is exposed through the ingress gateway
+    And the manifest "ch5/catalog-vs-v1-mesh.yaml" is applied
+    And clients call http://webapp.istioinaction.io/api/catalog through the ingress gateway
+    When 3 POST requests are sent to /api/catalog/items with the body:
+      """
+      {"id": 100, "color": "teal", "department": "Sports", "name": "Trail Shoes", "price": "89.00"}
+      """
+    Then every response has status 201
+    And every response comes from catalog v1
+    And the catalog v1 logs show 3 lines with "POST"

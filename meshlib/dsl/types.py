@@ -26,4 +26,10 @@ def parse_word(text: str) -> str:
     return text
 
 
-TYPES = {"Percent": parse_percent, "Duration": parse_seconds, "Name": parse_word}
+@parse.with_pattern(r"GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS")
+def parse_method(text: str) -> str:
+    """An HTTP method in capitals: `POST`"""
+    return text
+
+
+TYPES = {"Percent": parse_percent, "Duration": parse_seconds, "Name": parse_word, "Method": parse_method}

@@ -17,7 +17,7 @@ def manifest_applied(context, name):
     deploy.apply_manifests(world(context), [name])
 
 
-@given("these resources are applied")
+@given("these resources are applied:")
 def resources_applied(context):
     """Apply the YAML in the step's doc string (one or more documents).
 

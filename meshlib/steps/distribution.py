@@ -19,11 +19,11 @@ def about_share(context, share, app, version):
     distribution.about_share(world(context), share, app, version)
 
 
-@then("responses split between {app:Name} versions as")
+@then("responses split between {app:Name} versions as:")
 def split(context, app):
     """Goodness-of-fit test of the split across versions (table columns: version, share).
 
-    Example: Then responses split between catalog versions as (| version | share | / | v1 | 50% | / | v2 | 50% |)
+    Example: Then responses split between catalog versions as: (| version | share | / | v1 | 50% | / | v2 | 50% |)
     """
     shares = {row["version"]: parse_percent(row["share"]) for row in context.table}
     distribution.split(world(context), app, shares)

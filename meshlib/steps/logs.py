@@ -44,6 +44,15 @@ def show_none(context, app, version, text):
     logs.logs_show_none(world(context), app, version, text)
 
 
+@then('the {app:Name} sidecar\'s access log shows {count:d} lines with "{text}"')
+def access_log_count(context, app, count, text):
+    """Exactly N lines of the app's sidecar access log since the last batch contain the text.
+
+    Example: Then the forum sidecar's access log shows 5 lines with "block_all"
+    """
+    logs.access_log_shows(world(context), app, text, count)
+
+
 @then('the {app:Name} sidecar\'s access log shows "{text}"')
 def access_log(context, app, text):
     """The app's sidecar (istio-proxy) access log has a line with the text: flags, route names, clusters.

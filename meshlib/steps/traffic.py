@@ -90,6 +90,16 @@ def send_url(context, count, url):
     sending.through_gateway(world(context), count, path, host)
 
 
+@when("{count:d} {method:Method} requests are sent to {path:Name} with the body:")
+def send_with_body(context, count, method, path):
+    """Send N requests with a method and the step's doc string as body, to a path on the client URL's host.
+
+    Example: When 3 POST requests are sent to /api/catalog/items with the body: (followed by a \"\"\" JSON block)
+    """
+    host, _ = _default(context)
+    sending.through_gateway(world(context), count, path, host, method=method, body=context.text or "")
+
+
 @when("{count:d} requests are sent from {workload:Name} to {url:Name}")
 def send_from(context, count, workload, url):
     """Send N requests from inside the mesh, through a workload's own sidecar.
