@@ -21,11 +21,9 @@ class IstioProfile:
     port_domain_variants: bool
     absolute_fqdn_domain: bool
     default_retriable_503: bool
-    log_upstream_cluster_raw: bool
     inbound_passthrough_clusters: tuple[str, ...]
     shadow_host_suffix: bool
     default_lb_policy: str
-    missing_cluster_flag: str
 
     @property
     def minor(self) -> int:
@@ -49,10 +47,8 @@ def profile_for(version: str | None = None) -> IstioProfile:
         port_domain_variants=m <= 15,
         absolute_fqdn_domain=m >= 27,
         default_retriable_503=m <= 23,
-        log_upstream_cluster_raw=m >= 24,
         inbound_passthrough_clusters=("InboundPassthroughCluster",) if m >= 23
         else ("InboundPassthroughClusterIpv4", "InboundPassthroughClusterIpv6"),
         shadow_host_suffix=m <= 27,
         default_lb_policy="LEAST_REQUEST" if m >= 14 else "ROUND_ROBIN",
-        missing_cluster_flag="NC",
     )

@@ -816,16 +816,15 @@ def test_istioctl_dialect_is_camel_case() -> None:
 PASSTHROUGH_OLD = ("InboundPassthroughClusterIpv4", "InboundPassthroughClusterIpv6")
 PASSTHROUGH_NEW = ("InboundPassthroughCluster",)
 KNOBS = {  # version: (weights_must_sum_100, emit_total_weight, port_domain_variants, absolute_fqdn_domain,
-    #                   default_retriable_503, log_upstream_cluster_raw, inbound_passthrough_clusters,
-    #                   shadow_host_suffix, default_lb_policy, missing_cluster_flag)
-    "1.13": (True, False, True, False, True, False, PASSTHROUGH_OLD, True, "ROUND_ROBIN", "NC"),
-    "1.14": (True, False, True, False, True, False, PASSTHROUGH_OLD, True, "LEAST_REQUEST", "NC"),
-    "1.15": (False, True, True, False, True, False, PASSTHROUGH_OLD, True, "LEAST_REQUEST", "NC"),
-    "1.17": (False, True, False, False, True, False, PASSTHROUGH_OLD, True, "LEAST_REQUEST", "NC"),
-    "1.23": (False, False, False, False, True, False, PASSTHROUGH_NEW, True, "LEAST_REQUEST", "NC"),
-    "1.24": (False, False, False, False, False, True, PASSTHROUGH_NEW, True, "LEAST_REQUEST", "NC"),
-    "1.27": (False, False, False, True, False, True, PASSTHROUGH_NEW, True, "LEAST_REQUEST", "NC"),
-    "1.28": (False, False, False, True, False, True, PASSTHROUGH_NEW, False, "LEAST_REQUEST", "NC"),
+    #                   default_retriable_503, inbound_passthrough_clusters, shadow_host_suffix, default_lb_policy)
+    "1.13": (True, False, True, False, True, PASSTHROUGH_OLD, True, "ROUND_ROBIN"),
+    "1.14": (True, False, True, False, True, PASSTHROUGH_OLD, True, "LEAST_REQUEST"),
+    "1.15": (False, True, True, False, True, PASSTHROUGH_OLD, True, "LEAST_REQUEST"),
+    "1.17": (False, True, False, False, True, PASSTHROUGH_OLD, True, "LEAST_REQUEST"),
+    "1.23": (False, False, False, False, True, PASSTHROUGH_NEW, True, "LEAST_REQUEST"),
+    "1.24": (False, False, False, False, False, PASSTHROUGH_NEW, True, "LEAST_REQUEST"),
+    "1.27": (False, False, False, True, False, PASSTHROUGH_NEW, True, "LEAST_REQUEST"),
+    "1.28": (False, False, False, True, False, PASSTHROUGH_NEW, False, "LEAST_REQUEST"),
 }
 
 
