@@ -154,6 +154,22 @@ def find_binary(binary: str = BINARY) -> str:
     return path
 
 
+DIR_PREFIX = "meshlib-prometheus-"
+OWNER_FILE = "owner.pid"
+
+
+def sweep_stale_dirs() -> None:
+    """Remove the temp dirs of Prometheus instances whose meshlib process died without cleaning up (SIGKILL)."""
+    for d in Path(tempfile.gettempdir()).glob(DIR_PREFIX + "*"):
+        try:
+            owner = int((d / OWNER_FILE).read_text())
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)  # the owner is gone, and its Prometheus died with it
+        except (OSError, ValueError):
+            continue  # not ours to judge (no owner file yet, another user's dir)
+
+
 class PrometheusServer:
     """The `prometheus` binary on 127.0.0.1 with its own port, config and TSDB in a temp dir."""
 
@@ -211,8 +227,10 @@ class PrometheusServer:
             return self
         binary = find_binary(self.binary or BINARY)
         deadline = time.monotonic() + self.start_timeout
+        sweep_stale_dirs()
         try:
-            self.dir = Path(tempfile.mkdtemp(prefix="meshlib-prometheus-"))
+            self.dir = Path(tempfile.mkdtemp(prefix=DIR_PREFIX))
+            (self.dir / OWNER_FILE).write_text(str(os.getpid()))
             (self.dir / "data").mkdir()
             self.update_targets(targets)
             config = self.dir / "prometheus.yml"

@@ -17,6 +17,7 @@ from meshclient import CATALOG_V1, CH5, NS, ROOT, SERVICES, WEBAPP_HOST, request
 
 from meshlib.errors import ConfigError, MeshlibError
 from meshlib.local.mesh import LocalMesh
+from meshlib.local.prometheus import sweep_stale_dirs
 from meshlib.local.proxy import SidecarProxy
 
 WORLD = [SERVICES, CH5 / "webapp-catalog-gw-vs.yaml"]
@@ -205,9 +206,11 @@ from meshlib.local.process import load_image_map
 
 mesh = LocalMesh([{manifests!r}], port=0, images=load_image_map({config!r})).start()
 pids = [c._proc.pid for p in mesh.pods() for c in p.apps if hasattr(c, "_proc")]
+prom_dir = None
 if mesh.prometheus is not None:
     pids.append(mesh.prometheus.pid)
-print(json.dumps(pids), flush=True)
+    prom_dir = str(mesh.prometheus.dir)
+print(json.dumps({{"pids": pids, "dir": prom_dir}}), flush=True)
 time.sleep(60)
 """
 USER_IMAGE = """
@@ -245,7 +248,8 @@ def test_children_die_when_meshlib_is_killed(tmp_path):
     watchdog.start()
     try:
         assert proc.stdout is not None
-        pids = json.loads(proc.stdout.readline())
+        started = json.loads(proc.stdout.readline())
+        pids = started["pids"]
     finally:
         watchdog.cancel()
         proc.kill()
@@ -255,3 +259,7 @@ def test_children_die_when_meshlib_is_killed(tmp_path):
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.1)
     assert not [p for p in pids if _alive(p)], "a child process outlived a killed meshlib"
+    if started["dir"]:  # no cleanup code ran: the next Prometheus start sweeps the dead run's temp dir
+        assert os.path.isdir(started["dir"])
+        sweep_stale_dirs()
+        assert not os.path.exists(started["dir"])
