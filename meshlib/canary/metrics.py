@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -123,51 +123,38 @@ def _range(metric: Mapping[str, Any]) -> tuple[float | None, float | None] | Non
     return None if tr is None else (tr.get("min"), tr.get("max"))
 
 
+def _halt(ref: str, label: str, value: float, metric: Mapping[str, Any], show_value: Callable[[float], str],
+          show_bound: Callable[[float], str], legacy_is_min: bool = False,
+          limit: Callable[[float], float] = float) -> str | None:
+    """Flagger's threshold check: `thresholdRange` min/max, else the legacy `threshold` (a minimum for the
+    success rate, a maximum otherwise). The `show_*` functions print as Flagger's message does; `limit`
+    normalises the bounds (request duration compares whole milliseconds)."""
+    rng = _range(metric)
+    if rng is None:
+        legacy = metric.get("threshold") or 0
+        rng = (legacy, None) if legacy_is_min else (None, legacy)
+    lo, hi = (None if b is None else limit(b) for b in rng)
+    if lo is not None and value < lo:
+        return f"Halt {ref} advancement {label} {show_value(value)} < {show_bound(lo)}"
+    if hi is not None and value > hi:
+        return f"Halt {ref} advancement {label} {show_value(value)} > {show_bound(hi)}"
+    return None
+
+
 def _check_plain(ref: str, name: str, value: float, metric: Mapping[str, Any]) -> str | None:
     """Custom and inline metrics: `%.2f` value against min/max, or the legacy `threshold` as a maximum."""
-    rng = _range(metric)
-    if rng is not None:
-        lo, hi = rng
-        if lo is not None and value < lo:
-            return f"Halt {ref} advancement {name} {value:.2f} < {go_float(lo)}"
-        if hi is not None and value > hi:
-            return f"Halt {ref} advancement {name} {value:.2f} > {go_float(hi)}"
-        return None
-    limit = metric.get("threshold") or 0
-    if value > limit:
-        return f"Halt {ref} advancement {name} {value:.2f} > {go_float(limit)}"
-    return None
+    return _halt(ref, name, value, metric, lambda v: f"{v:.2f}", go_float)
 
 
 def _check_success_rate(ref: str, value: float, metric: Mapping[str, Any]) -> str | None:
-    rng = _range(metric)
-    if rng is not None:
-        lo, hi = rng
-        if lo is not None and value < lo:
-            return f"Halt {ref} advancement success rate {value:.2f}% < {go_float(lo)}%"
-        if hi is not None and value > hi:
-            return f"Halt {ref} advancement success rate {value:.2f}% > {go_float(hi)}%"
-        return None
-    limit = metric.get("threshold") or 0
-    if limit > value:
-        return f"Halt {ref} advancement success rate {value:.2f}% < {go_float(limit)}%"
-    return None
+    return _halt(ref, "success rate", value, metric, lambda v: f"{v:.2f}%", lambda b: f"{go_float(b)}%",
+                 legacy_is_min=True)
 
 
 def _check_duration(ref: str, value: float, metric: Mapping[str, Any]) -> str | None:
-    ms = int(value)  # Flagger: time.Duration(int64(value)) * time.Millisecond
-    rng = _range(metric)
-    if rng is not None:
-        lo, hi = rng
-        if lo is not None and ms < int(lo):
-            return f"Halt {ref} advancement request duration {go_duration_ms(ms)} < {go_duration_ms(int(lo))}"
-        if hi is not None and ms > int(hi):
-            return f"Halt {ref} advancement request duration {go_duration_ms(ms)} > {go_duration_ms(int(hi))}"
-        return None
-    limit = int(metric.get("threshold") or 0)
-    if ms > limit:
-        return f"Halt {ref} advancement request duration {go_duration_ms(ms)} > {go_duration_ms(limit)}"
-    return None
+    # Flagger: time.Duration(int64(value)) * time.Millisecond, bounds likewise in whole milliseconds
+    show = lambda ms: go_duration_ms(int(ms))  # noqa: E731
+    return _halt(ref, "request duration", int(value), metric, show, show, limit=int)
 
 
 def run_metric_checks(canary: Canary, provider: MetricProvider,
