@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from meshlib.config.store import ConfigStore
+from meshlib.local.envoy.records import Served
 from meshlib.local.mesh import LocalMesh
-from meshlib.local.proxy import Served
 from meshlib.traffic import Target
 from meshlib.xds import ProxyConfig
 
@@ -37,9 +37,17 @@ class Backend(Protocol):
     def gateway(self, host: str, path: str) -> Target: ...
     def from_workload(self, workload: str, namespace: str, url: str) -> Target: ...
     def served(self, request_id: str) -> list[Served]: ...
+    def settle(self) -> None:
+        """Wait (bounded) until what the proxies recorded of the requests sent so far can be read."""
+        ...
     def logs(self, workload: str, namespace: str, container: str | None = None,
              since: datetime | None = None) -> list[str]: ...
-    def proxy_config(self, workload: str, namespace: str) -> ProxyConfig: ...
+    def proxy_config(self, workload: str, namespace: str) -> ProxyConfig:
+        """What the control plane translated for the workload's proxies (route prediction reads this)."""
+        ...
+    def config_dump(self, workload: str, namespace: str) -> dict[str, Any]:
+        """The running proxy's own Envoy /config_dump."""
+        ...
     def metrics_text(self, workload: str, namespace: str) -> str: ...
     def canary_status(self, name: str, namespace: str) -> dict[str, Any]: ...
     def canary_history(self, name: str, namespace: str) -> list[dict[str, Any]]: ...
@@ -87,12 +95,18 @@ class LocalBackend:
     def served(self, request_id: str) -> list[Served]:
         return self.mesh.served(request_id)
 
+    def settle(self) -> None:
+        self.mesh.settle_records()
+
     def logs(self, workload: str, namespace: str, container: str | None = None,
              since: datetime | None = None) -> list[str]:
         return self.mesh.logs(workload, namespace, container, since)
 
     def proxy_config(self, workload: str, namespace: str) -> ProxyConfig:
         return self.mesh.proxy_config(workload, namespace)
+
+    def config_dump(self, workload: str, namespace: str) -> dict[str, Any]:
+        return self.mesh.config_dump(workload, namespace)
 
     def metrics_text(self, workload: str, namespace: str) -> str:
         return self.mesh.metrics_text(workload, namespace)

@@ -15,14 +15,7 @@ from meshlib.explain import explain_json, explain_text, proxy_config
 from meshlib.local import control, serve
 from meshlib.profile import profile_for
 from meshlib.router import Request
-from meshlib.xds.dialect import (
-    clusters_table,
-    config_dump,
-    istioctl_clusters,
-    istioctl_routes,
-    listeners_table,
-    routes_table,
-)
+from meshlib.xds.dialect import render
 
 
 def _common(p: argparse.ArgumentParser, files_required: bool = True) -> None:
@@ -40,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("proxy-config", help="a proxy's Envoy config, like istioctl proxy-config")
-    p.add_argument("what", choices=["routes", "clusters", "listeners", "all"])
+    p.add_argument("what", choices=["routes", "clusters", "listeners", "endpoints", "all"])
     p.add_argument("proxy", help="deploy/NAME.NAMESPACE, e.g. deploy/istio-ingressgateway.istio-system")
     p.add_argument("--name", help="only the route config with this name (routes)")
     p.add_argument("-o", "--output", choices=["short", "json", "config_dump"], default="short")
@@ -65,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="maps user images to local commands (default: ./meshlib.yaml when present)")
 
     sub.add_parser("down", help="stop the running embedded mesh")
+    sub.add_parser("proxy-status", help="every proxy of the running mesh and its config sync state")
 
     for name, text in (("apply", "apply manifests to the running mesh"),
                        ("delete", "delete the manifests' resources from the running mesh")):
@@ -127,21 +121,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "proxy-config" and not args.filename:
         print(control.send("proxy-config", {"what": args.what, "proxy": args.proxy, "output": args.output,
+                                            "name": args.name,
                                             "namespace": None if args.namespace == "default" else args.namespace}))
         return 0
     if args.command == "proxy-config":
-        pc = proxy_config(_store(args), args.proxy)
-        if args.output == "config_dump":
-            print(json.dumps(config_dump(pc), indent=2))
-        elif args.output == "json":
-            data = {"routes": istioctl_routes(pc, args.name), "clusters": istioctl_clusters(pc),
-                    "listeners": pc.listeners}
-            print(json.dumps(data if args.what == "all" else data[args.what], indent=2))
-        else:
-            tables = {"routes": lambda: routes_table(pc, args.name), "clusters": lambda: clusters_table(pc),
-                      "listeners": lambda: listeners_table(pc)}
-            chosen = tables if args.what == "all" else {args.what: tables[args.what]}
-            print("\n\n".join(fn() for fn in chosen.values()))
+        print(render(proxy_config(_store(args), args.proxy), args.what, args.output, args.name))
+        return 0
+    if args.command == "proxy-status":
+        print(control.send("proxy-status", {}))
         return 0
     if args.command == "explain":
         store = _store(args)

@@ -181,6 +181,14 @@ class ConfigStore:
             self._resources = updated
         return found
 
+    def checkpoint(self) -> dict[tuple[str, str, str], Resource]:
+        """The store's content now (cheap: writes replace the dict), for `restore` when a change is refused."""
+        return self._resources
+
+    def restore(self, checkpoint: dict[tuple[str, str, str], Resource]) -> None:
+        with self._write:
+            self._resources = checkpoint
+
     def _check_version_rules(self, res: Resource) -> None:
         if res.kind == "ConfigMap" and (res.namespace, res.name) == (ISTIO_SYSTEM, "istio"):
             _mesh_from_configmap(res)

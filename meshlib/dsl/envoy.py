@@ -1,4 +1,4 @@
-"""Envoy config checks and route prediction over the live proxy config (the same code that routes)."""
+"""Envoy config checks over the running Envoy's own config dump; route prediction over the translated config."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from meshlib.expect import fail
 from meshlib.explain import listener_port, outcome_text
 from meshlib.router import Decision, Request, select_route
 from meshlib.xds import ProxyConfig
-from meshlib.xds.dialect import config_dump
 from meshlib.xds.naming import parse_cluster
 
 
@@ -78,7 +77,7 @@ def endpoint_versions(world: World, pc: ProxyConfig, d: Decision, app: str) -> s
 
 def config_dump_has(world: World, who: str, expr: str, value: str | None = None) -> list[Any]:
     name, ns = proxy_of(world, who)
-    dump = config_dump(world.backend.proxy_config(name, ns))
+    dump = world.backend.config_dump(name, ns)
     found = [m.value for m in compile_path(expr).find(dump)]
     world.attach(f"config_dump {expr}", json.dumps(found[:20], indent=2), "json")
     if not found:

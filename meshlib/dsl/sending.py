@@ -22,6 +22,7 @@ def _run(world: World, target: Target, plan: Plan) -> list[Response]:
 
 def _record(world: World, responses: list[Response], title: str) -> list[Response]:
     """Tie each response to the pods that served it (ledger by x-request-id), keep them, attach a sample."""
+    world.backend.settle()
     for r in responses:
         r.served_by = [s for s in world.backend.served(r.request_id) if not s.mirrored]
     world.responses = responses

@@ -26,7 +26,10 @@ import hashlib
 import json
 import random
 import shutil
+import socket
+import tempfile
 import threading
+import time
 from collections.abc import Coroutine, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -48,22 +51,31 @@ from meshlib.local.apps import (
     lookup_image,
     start_app,
 )
+from meshlib.local.envoy.binary import EnvoyBinary, find_envoy
+from meshlib.local.envoy.records import Ledger, Served
+from meshlib.local.envoy.sidecar import PodProxy
+from meshlib.local.envoy.xds import REJECTED, ProxyStatus, Snapshot, XdsServer
 from meshlib.local.external import create_app as create_external_app
 from meshlib.local.logs import LogBuffer
 from meshlib.local.metrics import Peer
+from meshlib.local.network import LoopbackNetwork
 from meshlib.local.process import ImageCommand, ProcessContainer
 from meshlib.local.prometheus import PrometheusServer, PrometheusUnavailable, Sample, ScrapeTarget, find_binary
-from meshlib.local.proxy import Endpoint, GatewayProxy, Served, SidecarProxy
 from meshlib.profile import profile_for
 from meshlib.xds import ProxyConfig, build_proxy_config
-from meshlib.xds.naming import PASSTHROUGH
+from meshlib.xds.bind import Placement, PodEndpoint, bind
+from meshlib.xds.listeners import inbound_services
 
 T = TypeVar("T")
 DEFAULT_GATEWAY_PORT = 30000
 GATEWAY_LISTENER = 8080
-KNOWN_EXTERNAL = {"jsonplaceholder.typicode.com"}
 PROXY_CONTAINER = "istio-proxy"
-MAX_LEDGER = 200_000
+SYNC_TIMEOUT = 15.0  # how long a proxy may take to ACK a push before the change fails
+RECORDS_SETTLE = 0.2  # records are complete when none arrived for this long (Envoy flushes every 50 ms)
+
+
+class ProxyRejected(MeshlibError):
+    """Envoy refused the config meshlib pushed: the proxy keeps its last good config."""
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -91,9 +103,20 @@ class Pod:
     peer: Peer
     logs: dict[str, LogBuffer] = field(default_factory=dict)
     apps: list[RunningApp | ProcessContainer] = field(default_factory=list)
-    ports: dict[int, int] = field(default_factory=dict)  # container port -> real loopback port
-    sidecar: SidecarProxy | GatewayProxy | None = None
+    ports: dict[int, tuple[str, int]] = field(default_factory=dict)  # container port -> where the app listens
+    sidecar: PodProxy | None = None  # the pod's Envoy (the gateway's own, for the gateway pod)
+    ip: str = ""  # the pod's own loopback address
     ready: bool = False
+
+    @property
+    def locality(self) -> tuple[str, str, str]:
+        """(region, zone, subzone) from `istio-locality` (region.zone.subzone) or the topology labels."""
+        if self.labels.get("istio-locality"):
+            parts = (self.labels["istio-locality"].split(".") + ["", ""])[:3]
+            return parts[0], parts[1], parts[2]
+        return (self.labels.get("topology.kubernetes.io/region", ""),
+                self.labels.get("topology.kubernetes.io/zone", ""),
+                self.labels.get("topology.istio.io/subzone", ""))
 
     @property
     def namespace(self) -> str:
@@ -125,9 +148,13 @@ class LocalMesh:
         self._thread: threading.Thread | None = None
         self._pods: dict[tuple[str, str], list[Pod]] = {}
         self._configs: dict[tuple[str, str], ProxyConfig] = {}
-        self._healthy: dict[int, dict[str, int]] = {}
-        self.gateway: GatewayProxy | None = None
+        self._by_ip: dict[str, Pod] = {}
         self.gateway_pod: Pod | None = None
+        self._gateway_port = 0
+        self.envoy: EnvoyBinary | None = None
+        self.xds: XdsServer | None = None
+        self.network: LoopbackNetwork | None = None
+        self.workdir: Path | None = None
         self._external: RunningApp | None = None
         self._lock = threading.RLock()
         self.want_prometheus = prometheus
@@ -136,7 +163,7 @@ class LocalMesh:
         self.canaries = flagger.CanaryRuntime(self, time_scale)
         self._reconcile_lock = asyncio.Lock()
         self.prometheus: PrometheusServer | None = None  # None when not running
-        self._served: dict[str, list[Served]] = {}  # x-request-id -> where it was served (bounded)
+        self.ledger = Ledger()  # x-request-id -> the pods that served it, from Envoy's records
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def __enter__(self) -> LocalMesh:
@@ -154,7 +181,17 @@ class LocalMesh:
         self._check_images(resources)
         if self.want_prometheus:
             find_binary()  # required: fail before starting anything
+        self.envoy = find_envoy()
+        self.network = LoopbackNetwork()
+        self._gateway_port = _gateway_port(self.requested_port)
         self.store.apply_documents(docs, self.namespace)
+        self.workdir = Path(tempfile.mkdtemp(prefix="meshlib-mesh-"))
+        self.xds = XdsServer()
+        try:
+            self.xds.start()
+        except BaseException:
+            self._remove_files()
+            raise
         loop = asyncio.new_event_loop()
         ready = threading.Event()
 
@@ -205,27 +242,23 @@ class LocalMesh:
             self._loop = None
             self._thread = None
             self.canaries.join()
+            self._remove_files()
+
+    def _remove_files(self) -> None:
+        if self.xds is not None:
+            self.xds.close()
+            self.xds = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
     async def _start(self) -> None:
         self._external = await start_app(create_external_app(), "127.0.0.1", 0)
         gw_workload = next(w for w in self.store.workloads() if w.is_gateway)
+        self._configs = self._translate()
         pod = self._new_pod(gw_workload)
-        pod.logs[PROXY_CONTAINER] = LogBuffer()
-        self.gateway = GatewayProxy(self, pod.name, gw_workload.namespace, pod.peer, pod.logs[PROXY_CONTAINER],
-                                    random.Random(self.rng.random()))
-        pod.sidecar = self.gateway
         self.gateway_pod = pod
-        self._configure(self.gateway, gw_workload)
-        try:
-            await self.gateway.start(self.requested_port, GATEWAY_LISTENER)
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                raise MeshlibError(
-                    f"cannot listen on 127.0.0.1:{self.requested_port} for the ingress gateway: "
-                    f"{exc.strerror}; stop what uses it (another `meshlib up`? run `meshlib down`), "
-                    "or choose another port with --port (0 picks a free one)") from None
-            raise
-        pod.ready = True
+        await self._start_pod(pod)
         await self._reconcile()
 
     def _start_prometheus(self) -> None:
@@ -245,11 +278,10 @@ class LocalMesh:
     async def _stop(self) -> None:
         await self.canaries.stop()
         pods = [p for ps in self._pods.values() for p in ps]
+        if self.gateway_pod is not None:
+            pods.append(self.gateway_pod)
         self._pods.clear()
         await asyncio.gather(*(self._stop_pod(p) for p in pods), return_exceptions=True)
-        if self.gateway is not None:
-            await self.gateway.close()
-            self.gateway = None
         if self._external is not None:
             await self._external.close()
             self._external = None
@@ -268,8 +300,9 @@ class LocalMesh:
         with self._lock:
             resources = self.store.parse(docs, ns)
             self._check_images(resources)
+            before = self.store.checkpoint()
             applied = self.store.apply_documents(docs, ns)
-            self.call(self._reconcile())
+            self._reconcile_or_restore(before)
         return applied
 
     def delete(self, paths: Iterable[str | Path] = (), namespace: str | None = None,
@@ -277,19 +310,30 @@ class LocalMesh:
         ns = namespace or self.namespace
         docs = _documents(paths, text)
         with self._lock:
+            before = self.store.checkpoint()
             removed = self.store.delete_documents(docs, ns)
-            self.call(self._reconcile())
+            self._reconcile_or_restore(before)
         return removed
 
     def delete_kind(self, kind: str, namespace: str | None = None) -> int:
         """Like `kubectl delete KIND --all -n NS`."""
         ns = namespace or self.namespace
         with self._lock:
+            before = self.store.checkpoint()
             names = [r.name for r in self.store.of_kind(kind, ns)]
             for name in names:
                 self.store.delete(kind, ns, name)
-            self.call(self._reconcile())
+            self._reconcile_or_restore(before)
         return len(names)
+
+    def _reconcile_or_restore(self, before: dict) -> None:
+        """Push the store's new state; if a proxy refuses it, put the store back and push the last good state."""
+        try:
+            self.call(self._reconcile())
+        except ProxyRejected:
+            self.store.restore(before)
+            self.call(self._reconcile())
+            raise
 
     def _check_images(self, resources: list[Resource]) -> None:
         for res in resources:
@@ -314,10 +358,12 @@ class LocalMesh:
             if collected:
                 await self._reconcile_once()
 
+    def _translate(self) -> dict[tuple[str, str], ProxyConfig]:
+        return {(w.namespace, w.name): build_proxy_config(self.store, w) for w in self.store.workloads()}
+
     async def _reconcile_once(self) -> None:
         workloads = {(w.namespace, w.name): w for w in self.store.workloads() if not w.is_gateway}
-        self._configs = {(w.namespace, w.name): build_proxy_config(self.store, w)
-                         for w in self.store.workloads()}
+        self._configs = self._translate()
         stopping: list[Pod] = []
         # a new template is a rolling update: the old pods keep serving until the new ones run (Kubernetes's
         # default maxUnavailable 25% rounds down to 0 for few replicas, maxSurge rounds up to 1)
@@ -346,50 +392,77 @@ class LocalMesh:
                 pod = self._new_pod(w)
                 pods.append(pod)
                 starting.append(pod)
-        self._healthy.clear()
-        for pod in [p for ps in self._pods.values() for p in ps]:
-            if pod.sidecar is not None:
-                self._configure(pod.sidecar, pod.workload)
-        if self.gateway is not None and self.gateway_pod is not None:
-            self._configure(self.gateway, self.gateway_pod.workload)
+        for pod in stopping:  # out of every endpoint list before they stop, like a terminating pod
+            pod.ready = False
         results = await asyncio.gather(*(self._start_pod(p) for p in starting), return_exceptions=True)
         failed = {(p.namespace, p.workload.name) for p, r in zip(starting, results, strict=True)
                   if isinstance(r, BaseException)}
         for key, pod in outgoing:
             if key not in failed and pod in self._pods.get(key, []):  # replaced: the new pods run
                 self._pods[key].remove(pod)
+                pod.ready = False
                 stopping.append(pod)
-        self._healthy.clear()
-        await asyncio.gather(*(self._stop_pod(p) for p in stopping), return_exceptions=True)
-        self._healthy.clear()
-        if self.prometheus is not None:
-            self.prometheus.update_targets(await self._scrape_targets())
+        try:
+            await self._push_all()
+        finally:
+            await asyncio.gather(*(self._stop_pod(p) for p in stopping), return_exceptions=True)
+            if self.prometheus is not None:
+                self.prometheus.update_targets(await self._scrape_targets())
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
 
-    def _configure(self, proxy: SidecarProxy | GatewayProxy, workload: Workload) -> None:
-        proxy.config = self._configs.get((workload.namespace, workload.name)) or build_proxy_config(self.store,
-                                                                                                       workload)
-        proxy.access_log = self._access_log_enabled(workload)
+    # --- xDS: what each proxy runs ------------------------------------------------------------------
+    def _running(self) -> list[Pod]:
+        return [p for p in self.pods() if p.sidecar is not None]
 
-    def _access_log_enabled(self, workload: Workload) -> bool:
-        enabled = bool(self.store.mesh_settings().access_log_file)
-        candidates = [t for t in self.store.of_kind("Telemetry") if t.namespace in (workload.namespace, ISTIO_SYSTEM)]
-        # root namespace first, then namespace-wide, then workload-selected: the most specific wins
-        def rank(t: Resource) -> int:
-            return (2 if (t.spec.get("selector") or {}).get("matchLabels") else 1) if t.namespace != ISTIO_SYSTEM \
-                or workload.namespace == ISTIO_SYSTEM else 0
+    def _pod_index(self) -> dict[tuple[str, str], list[PodEndpoint]]:
+        index: dict[tuple[str, str], list[PodEndpoint]] = {}
+        for (ns, name), pods in self._pods.items():
+            index[(ns, name)] = [PodEndpoint(p.ip, p.locality) for p in pods if p.ready]
+        return index
 
-        for t in sorted(candidates, key=rank):
-            labels = (t.spec.get("selector") or {}).get("matchLabels") or {}
-            if any(workload.labels.get(k) != v for k, v in labels.items()):
-                continue
-            for entry in t.spec.get("accessLogging") or []:
-                providers = [p.get("name") for p in entry.get("providers") or []] or ["envoy"]
-                if "envoy" in providers:
-                    enabled = not entry.get("disabled", False)
-        return enabled
+    def _placement(self, pod: Pod) -> Placement:
+        assert pod.sidecar is not None and self._external is not None
+        listen = {GATEWAY_LISTENER: ("127.0.0.1", self._gateway_port)} if pod is self.gateway_pod else {}
+        return Placement(pod.ip, str(pod.sidecar.records_path), ("127.0.0.1", self._external.port),
+                         dict(pod.ports), listen)
+
+    def _push(self, pod: Pod, index: dict[tuple[str, str], list[PodEndpoint]]) -> str:
+        """Set the pod's snapshot (a whole, consistent config; unchanged content keeps its version)."""
+        assert pod.sidecar is not None and self.xds is not None
+        res = bind(self._configs[(pod.namespace, pod.workload.name)], self._placement(pod), index)
+        self.xds.set_snapshot(pod.sidecar.node_id, Snapshot(res.version, res.clusters, res.endpoints,
+                                                            res.listeners, res.routes))
+        return res.version
+
+    async def _push_all(self) -> None:
+        index = self._pod_index()
+        pushed = [(pod, self._push(pod, index)) for pod in self._running()]
+        await self._synced(pushed)
+
+    async def _synced(self, pushed: list[tuple[Pod, str]]) -> None:
+        """Wait until every proxy ACKs its version; a NACK is a ProxyRejected naming the proxy and Envoy's reason."""
+        assert self.xds is not None
+        xds = self.xds
+        statuses = await asyncio.gather(*(asyncio.to_thread(xds.wait, pod.sidecar.node_id, version, SYNC_TIMEOUT)
+                                          for pod, version in pushed if pod.sidecar is not None))
+        rejected = [(pod, st) for (pod, _), st in zip(pushed, statuses, strict=True) if st.state == REJECTED]
+        if rejected:
+            pod, st = rejected[0]
+            raise ProxyRejected(f"Envoy of {pod.name}.{pod.namespace} rejected its config: {st.error}; "
+                                "it keeps its last good config and the change was not applied",
+                                "fix the resource named above (meshlib analyze -f … says more)")
+        stale = [(pod, st) for (pod, _), st in zip(pushed, statuses, strict=True) if st.state != "SYNCED"]
+        if stale:
+            pod, st = stale[0]
+            raise MeshlibError(f"Envoy of {pod.name}.{pod.namespace} did not take its config within "
+                               f"{SYNC_TIMEOUT:g}s: {st.summary()}")
+
+    def proxy_status(self) -> list[tuple[Pod, ProxyStatus]]:
+        """Every proxy with its sync state, like `istioctl proxy-status`."""
+        assert self.xds is not None
+        return [(p, self.xds.status(p.sidecar.node_id)) for p in self._running() if p.sidecar is not None]
 
     # --- pods ---------------------------------------------------------------------------------------
     def _new_pod(self, w: Workload) -> Pod:
@@ -398,54 +471,60 @@ class LocalMesh:
         return Pod(f"{w.name}-{template}-{suffix}", w, template, Peer.of(w.name, w.namespace, w.labels))
 
     async def _start_pod(self, pod: Pod) -> None:
+        assert self.network is not None and self.envoy is not None and self.xds is not None
+        assert self.workdir is not None
         w = pod.workload
+        pod.ip = self.network.allocate()
+        self._by_ip[pod.ip] = pod
         pod.logs[PROXY_CONTAINER] = LogBuffer()
-        container_ports: list[int] = []
-        plans = []
-        for c in w.containers:
-            env = self._container_env(pod, c)
-            user = image_name(c["image"]) in self.images
-            ports = [p["containerPort"] for p in c.get("ports") or []] or [
-                8080 if user else default_port(c["image"], env)]
-            container_ports += ports
-            pod.logs[c["name"]] = LogBuffer()
-            plans.append((c, env, ports))
-        sidecar = SidecarProxy(self, pod.name, pod.namespace, pod.peer, pod.logs[PROXY_CONTAINER],
-                               random.Random(self.rng.random()), app_ports=lambda: pod.ports)
-        pod.sidecar = sidecar
-        self._configure(sidecar, w)
+        pod.sidecar = PodProxy(self.envoy, kind="gateway" if w.is_gateway else "sidecar", ip=pod.ip, pod=pod.name,
+                               namespace=pod.namespace, peer=pod.peer, log=pod.logs[PROXY_CONTAINER],
+                               workdir=self.workdir, xds=self.xds.address, resolver=self,
+                               ledger=self.ledger)
         try:
-            await sidecar.start(container_ports)
-            for c, env, ports in plans:
-                spec = self.images.get(image_name(c["image"]))
-                if spec is not None:
-                    container = ProcessContainer(c["image"], spec, env, sidecar.outbound_url, pod.logs[c["name"]])
-                    pod.apps.append(container)
-                    await container.start()
-                    for p in ports:
-                        pod.ports[p] = container.port
-                    continue
-                ctx = AppContext(env=env, log=pod.logs[c["name"]].write, proxy=sidecar.outbound_url,
-                                 namespace=pod.namespace, pod_name=pod.name, rng=random.Random(self.rng.random()))
-                app = lookup_image(c["image"])(ctx)
-                running = await start_app(app, "127.0.0.1", 0)
-                pod.apps.append(running)
-                for p in ports:
-                    pod.ports[p] = running.port
+            await self._start_apps(pod)
+            version = self._push(pod, self._pod_index())
+            await pod.sidecar.start()
+            await self._synced([(pod, version)])
         except BaseException:
             await self._stop_pod(pod)
             raise
         pod.ready = True
-        self._healthy.clear()
+
+    async def _start_apps(self, pod: Pod) -> None:
+        assert pod.sidecar is not None
+        if pod.workload.is_gateway:
+            return
+        for c in pod.workload.containers:
+            env = self._container_env(pod, c)
+            spec = self.images.get(image_name(c["image"]))
+            ports = [p["containerPort"] for p in c.get("ports") or []] or [
+                8080 if spec is not None else default_port(c["image"], env)]
+            pod.logs[c["name"]] = LogBuffer()
+            if spec is not None:
+                container = ProcessContainer(c["image"], spec, env, pod.sidecar.outbound_url, pod.logs[c["name"]])
+                pod.apps.append(container)
+                await container.start()
+                pod.ports.update({p: ("127.0.0.1", container.port) for p in ports})
+                continue
+            ctx = AppContext(env=env, log=pod.logs[c["name"]].write, proxy=pod.sidecar.outbound_url,
+                             namespace=pod.namespace, pod_name=pod.name, rng=random.Random(self.rng.random()))
+            running = await start_app(lookup_image(c["image"])(ctx), pod.ip, 0)
+            pod.apps.append(running)
+            pod.ports.update({p: (pod.ip, running.port) for p in ports})
 
     async def _stop_pod(self, pod: Pod) -> None:
         pod.ready = False
-        self._healthy.clear()
-        for app in pod.apps:
-            await app.close()
-        pod.apps.clear()
-        if pod.sidecar is not None and pod.sidecar is not self.gateway:
-            await pod.sidecar.close()
+        try:
+            if pod.sidecar is not None:
+                pod.sidecar.refresh()  # keep what it served in the ledger and its last counts
+                await pod.sidecar.close()
+                if self.xds is not None:
+                    self.xds.remove(pod.sidecar.node_id)
+        finally:
+            for app in pod.apps:
+                await app.close()
+            pod.apps.clear()
 
     def _container_env(self, pod: Pod, container: dict[str, Any]) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -482,63 +561,54 @@ class LocalMesh:
         wanted = template_hash(w)
         return sum(p.template == wanted for p in self._ready_pods(namespace, name)) >= w.replicas
 
-    def healthy_counts(self, pc: ProxyConfig) -> dict[str, int]:
-        cached = self._healthy.get(id(pc))
-        if cached is None:
-            cached = {}
-            for cluster, refs in pc.endpoints.items():
-                cached[cluster] = sum(1 if r.external_host else len(self._ready_pods(r.namespace, r.workload or ""))
-                                      for r in refs)
-            cached[PASSTHROUGH] = 1
-            self._healthy[id(pc)] = cached
-        return cached
+    # --- what the records ask the mesh (meshlib.local.envoy.records.Resolver) -------------------------
+    def peer_at(self, ip: str) -> tuple[str, Peer] | None:
+        pod = self._by_ip.get(ip)
+        return (pod.name, pod.peer) if pod is not None else None
 
-    def external_hosts(self) -> set[str]:
-        return KNOWN_EXTERNAL | {s.host for s in self.store.services() if s.external}
+    def service_of_cluster(self, pod_name: str, cluster: str) -> tuple[str, str, str] | None:
+        pod = self._pod_named(pod_name)
+        pc = self._configs.get((pod.namespace, pod.workload.name)) if pod else None
+        meta = (((pc.clusters.get(cluster) or {}).get("metadata") or {}).get("filterMetadata") or {}) if pc else {}
+        services = (meta.get("istio") or {}).get("services") or []
+        return (services[0]["host"], services[0]["name"], services[0]["namespace"]) if services else None
 
-    def endpoints(self, pc: ProxyConfig | None, cluster: str, authority: str) -> list[Endpoint]:
-        assert self._external is not None
-        if cluster == PASSTHROUGH:
-            host = authority.rsplit(":", 1)[0].lower().removesuffix("-shadow")
-            if host in self.external_hosts():
-                return [Endpoint("127.0.0.1", self._external.port, Peer(), host)]
-            return []
-        out = []
-        for ref in (pc.endpoints.get(cluster, []) if pc else []):
-            if ref.external_host:
-                out.append(Endpoint("127.0.0.1", self._external.port, Peer(), ref.external_host))
-                continue
-            for pod in self._ready_pods(ref.namespace, ref.workload or ""):
-                if isinstance(pod.sidecar, SidecarProxy) and ref.port in pod.sidecar.inbound_ports:
-                    out.append(Endpoint("127.0.0.1", pod.sidecar.inbound_ports[ref.port], pod.peer, pod.name))
-        return out
+    def inbound_service(self, pod_name: str, port: int) -> tuple[str, str, str] | None:
+        pod = self._pod_named(pod_name)
+        services = inbound_services(self.store, pod.workload, port) if pod else []
+        return (services[0].host, services[0].name, services[0].namespace) if services else None
 
-    def service_for_inbound(self, peer: Peer, namespace: str, container_port: int) -> tuple[str, str, str]:
-        w = self.store.workload(peer.workload, namespace)
-        for svc in self.store.services():
-            if w and svc.namespace == namespace and svc.selector and all(
-                    w.labels.get(k) == v for k, v in svc.selector.items()):
-                if any(p.target_port == container_port for p in svc.ports):
-                    return svc.host, svc.name, svc.namespace
-        return "unknown", "unknown", namespace
+    def _pod_named(self, name: str) -> Pod | None:
+        return next((p for p in self._by_ip.values() if p.name == name), None)
 
-    def record_served(self, served: Served) -> None:
-        if not served.request_id:
-            return
-        self._served.setdefault(served.request_id, []).append(served)
-        while len(self._served) > MAX_LEDGER:
-            del self._served[next(iter(self._served))]
+    def _refresh_records(self) -> int:
+        """Read every proxy's new records; how many were new."""
+        return sum(pod.sidecar.refresh() for pod in self.pods() if pod.sidecar is not None)
 
     def served(self, request_id: str) -> list[Served]:
         """Every pod that served this request id (mirror copies marked), in the order the requests arrived."""
-        return sorted(self._served.get(request_id, ()), key=lambda s: s.started)
+        self._refresh_records()
+        return self.ledger.served(request_id)
+
+    def settle_records(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) until Envoy's records of the requests sent so far are all read: no new record for a
+        few flush intervals. Call after a batch, before asking `served`."""
+        deadline = time.monotonic() + timeout
+        self._refresh_records()
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            if self._refresh_records():
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= RECORDS_SETTLE:
+                return
 
     # --- what users read ----------------------------------------------------------------------------
     @property
     def gateway_port(self) -> int:
-        if self.gateway is None:
+        if self.gateway_pod is None or not self.gateway_pod.ready:
             raise MeshlibError("the local mesh is not running")
-        return self.gateway.port
+        return self._gateway_port
 
     @property
     def gateway_url(self) -> str:
@@ -590,23 +660,34 @@ class LocalMesh:
         return self.canaries.names(namespace)
 
     def proxy_config(self, workload: str, namespace: str | None = None) -> ProxyConfig:
+        """What meshlib, as istiod, translated for this workload's proxies (the pure router predicts from it)."""
         pod = self.find_pods(workload, namespace)[0]
-        assert pod.sidecar is not None and pod.sidecar.config is not None
-        return pod.sidecar.config
+        return self._configs[(pod.namespace, pod.workload.name)]
+
+    def config_dump(self, workload: str, namespace: str | None = None) -> dict[str, Any]:
+        """The running Envoy's own `/config_dump` (with endpoints) of the workload's first ready pod."""
+        pods = self.find_pods(workload, namespace)
+        pod = next((p for p in pods if p.ready), pods[0])
+        if pod.sidecar is None:
+            raise MeshlibError(f"pod {pod.name} has no running proxy")
+        return self.call(pod.sidecar.config_dump())
 
     def metrics_text(self, workload: str, namespace: str | None = None) -> str:
-        return "".join(p.sidecar.metrics.exposition().decode() for p in self.find_pods(workload, namespace)
-                       if p.sidecar is not None)
+        """Each pod's merged metrics (Istio's standard metrics, then Envoy's own stats), as Prometheus scrapes."""
+        async def texts() -> list[str]:
+            return [await p.sidecar.metrics_text() for p in self.find_pods(workload, namespace)
+                    if p.sidecar is not None]
+
+        return "".join(self.call(texts()))
 
     def scrape_targets(self) -> list[str]:
-        return [f"127.0.0.1:{p.sidecar.admin_port}" for p in self.pods() if p.sidecar is not None]
+        return [t.address for t in self.scrape_target_labels()]
 
     def scrape_target_labels(self) -> list[ScrapeTarget]:
-        """Every ready proxy's admin endpoint with the labels a Kubernetes pod scrape gives its series
+        """Every ready proxy's merged metrics endpoint with the labels a Kubernetes pod scrape gives its series
         (`namespace`, `pod` and the pod's labels: `app`, `version`, …)."""
-        return [ScrapeTarget(f"127.0.0.1:{p.sidecar.admin_port}", {**p.labels, "namespace": p.namespace,
-                                                                   "pod": p.name})
-                for p in self.pods() if p.sidecar is not None and p.sidecar.admin_port and p.ready]
+        return [ScrapeTarget(p.sidecar.metrics_address, {**p.labels, "namespace": p.namespace, "pod": p.name})
+                for p in self.pods() if p.sidecar is not None and p.ready]
 
     async def _scrape_targets(self) -> list[ScrapeTarget]:
         return self.scrape_target_labels()
@@ -638,3 +719,20 @@ class LocalMesh:
         if fresh:
             server.sync()
         return server
+
+
+def _gateway_port(requested: int) -> int:
+    """The NodePort-like port the gateway's Envoy will bind on 127.0.0.1 (0: a free one), checked free now so
+    a busy port is one clear line, not an Envoy rejection."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", requested))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise MeshlibError(
+                    f"cannot listen on 127.0.0.1:{requested} for the ingress gateway: {exc.strerror}; stop what "
+                    "uses it (another `meshlib up`? run `meshlib down`), or choose another port with --port "
+                    "(0 picks a free one)") from None
+            raise
+        return s.getsockname()[1]

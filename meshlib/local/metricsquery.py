@@ -244,7 +244,8 @@ def snapshot(mesh: LocalMesh) -> Snapshot:
     for pod in mesh.pods():
         if pod.sidecar is None:
             continue
-        for family in pod.sidecar.metrics.registry.collect():
+        pod.sidecar.refresh()
+        for family in pod.sidecar.records.metrics.registry.collect():
             for sample in family.samples:
                 if sample.name in (REQUESTS, DURATION_BUCKET):
                     out[(pod.name, sample.name, tuple(sorted(sample.labels.items())))] = sample.value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from meshlib.explain import proxy_workload_ref
 from meshlib.local.control import ControlServer, clear_state, read_state, state_path, write_state
 from meshlib.local.mesh import PROXY_CONTAINER, LocalMesh
 from meshlib.local.process import read_mesh_config_if_present
-from meshlib.xds.dialect import clusters_table, config_dump, listeners_table, routes_table
+from meshlib.xds.dialect import from_config_dump, render
 
 SHORT_KINDS = {"vs": "VirtualService", "virtualservice": "VirtualService", "virtualservices": "VirtualService",
                "dr": "DestinationRule", "destinationrule": "DestinationRule", "destinationrules": "DestinationRule",
@@ -79,17 +78,24 @@ class Handlers:
         return "\n".join(lines[-tail:] if tail else lines)
 
     def proxy_config(self, body: dict[str, Any]) -> str:
+        """What the proxy's running Envoy has (its own /config_dump), in istioctl's tables or either JSON."""
         name, ns = proxy_workload_ref(body["proxy"], body.get("namespace") or self.mesh.namespace)
-        pc = self.mesh.proxy_config(name, ns)
-        what, output = body["what"], body.get("output", "short")
-        if output == "config_dump":
-            return json.dumps(config_dump(pc), indent=2)
-        if output == "json":
-            data = {"routes": list(pc.route_configs.values()), "clusters": list(pc.clusters.values()),
-                    "listeners": pc.listeners}
-            return json.dumps(data if what == "all" else data[what], indent=2)
-        tables = {"routes": routes_table, "clusters": clusters_table, "listeners": listeners_table}
-        return "\n\n".join(fn(pc) for k, fn in tables.items() if what in (k, "all"))
+        pod = self.mesh.find_pods(name, ns)[0]
+        dump = self.mesh.config_dump(name, ns)
+        pc = from_config_dump(dump, f"{pod.name}.{pod.namespace}", "sidecar", pod.namespace)
+        return render(pc, body["what"], body.get("output", "short"), body.get("name"), dump)
+
+    def proxy_status(self, _body: dict[str, Any]) -> str:
+        """Like `istioctl proxy-status`: every proxy, whether it runs the config meshlib last pushed."""
+        rows = [("NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "ISTIOD", "VERSION")]
+        for pod, status in self.mesh.proxy_status():
+            by_type = {t.short_name: t.state(status.version) for t in status.types.values()}
+            rows.append((f"{pod.name}.{pod.namespace}", "Kubernetes", by_type.get("CDS", "NOT SENT"),
+                         by_type.get("LDS", "NOT SENT"), by_type.get("EDS", "NOT SENT"),
+                         by_type.get("RDS", "NOT SENT"), "meshlib", status.version or "-"))
+            if status.error:
+                rows.append(("", "", "", "", "", "", "", f"rejected: {status.error}"))
+        return _table(rows)
 
     def down(self, _body: dict[str, Any]) -> str:
         self.stop.set()
@@ -109,14 +115,15 @@ def up(paths: list[str], namespace: str, port: int, istio_version: str | None, d
                    time_scale=time_scale) as mesh:
         h = Handlers(mesh, stop)
         control = ControlServer({"apply": h.apply, "delete": h.delete, "get": h.get, "logs": h.logs,
-                                 "proxy-config": h.proxy_config, "down": h.down})
+                                 "proxy-config": h.proxy_config, "proxy-status": h.proxy_status,
+                                 "down": h.down})
         url = mesh.call(control.start())
         try:
             write_state({"pid": os.getpid(), "control": url, "token": control.token,
                          "gateway": mesh.gateway_url, "namespace": namespace})
             pods = mesh.pods()
             print(f"mesh up: {len(pods)} pods; ingress gateway on {mesh.gateway_url} "
-                  f"(Istio {mesh.store.profile.version} behaviour)", flush=True)
+                  f"(Istio {mesh.store.profile.version} behaviour, Envoy {mesh.envoy.version_text})", flush=True)
             print(f"  try: curl -s -H 'Host: webapp.istioinaction.io' {mesh.gateway_url}/api/catalog", flush=True)
             print("  stop with Ctrl-C or `meshlib down`", flush=True)
             while not stop.wait(0.2):

@@ -8,7 +8,7 @@ from meshlib.config.hosts import fqdn, host_matches, hosts_intersect, short_alia
 from meshlib.config.kinds import Resource
 from meshlib.config.store import ISTIO_SYSTEM, ConfigStore, ServiceInfo, Workload
 from meshlib.xds.clusters import build_clusters
-from meshlib.xds.listeners import gateway_listener, sidecar_listeners
+from meshlib.xds.listeners import gateway_listener, inbound_route_configs, sidecar_listeners
 from meshlib.xds.model import Json, ProxyConfig, RouteOrigin
 from meshlib.xds.naming import (
     ALLOW_ANY_VHOST,
@@ -18,6 +18,7 @@ from meshlib.xds.naming import (
     outbound_cluster,
 )
 from meshlib.xds.route import TranslateContext, is_catch_all, retry_policy, translate_rule
+from meshlib.xds.telemetry import access_log_enabled
 
 RC_DEFAULTS: Json = {"validateClusters": False, "maxDirectResponseBodySizeBytes": 1048576,
                      "ignorePortInHostMatching": True}
@@ -64,17 +65,18 @@ def find_proxy(store: ConfigStore, proxy: str) -> Workload | None:
 def build_proxy_config(store: ConfigStore, workload: Workload) -> ProxyConfig:
     mesh = store.mesh_settings()
     pc = ProxyConfig(workload.proxy_id, "gateway" if workload.is_gateway else "sidecar", workload.namespace,
-                     dict(workload.labels), outbound_policy=mesh.outbound_policy)
-    pc.outbound_policy = _sidecar_policy(store, workload) or mesh.outbound_policy
+                     dict(workload.labels), outbound_policy=_sidecar_policy(store, workload) or mesh.outbound_policy,
+                     access_log=access_log_enabled(store, workload), profile_minor=store.profile.minor)
     services = visible_services(store, workload)
     build_clusters(store, workload, services, pc)
     if workload.is_gateway:
         _gateway_routes(store, workload, services, pc)
         for port, rc in sorted(pc.listener_ports.items()):
-            pc.listeners.append(gateway_listener(port, rc))
+            pc.listeners.append(gateway_listener(port, rc, pc))
     else:
         _sidecar_routes(store, workload, services, pc)
-        pc.listeners.extend(sidecar_listeners(store, workload, pc))
+        inbound_route_configs(store, workload, pc)
+        pc.listeners.extend(sidecar_listeners(workload, pc))
     return pc
 
 

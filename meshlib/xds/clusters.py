@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from meshlib.config.hosts import fqdn
 from meshlib.config.store import ConfigStore, ServiceInfo, Workload
+from meshlib.xds.listeners import inbound_services
 from meshlib.xds.model import EndpointRef, Json, ProxyConfig
 from meshlib.xds.naming import BLACKHOLE, PASSTHROUGH, inbound_cluster, outbound_cluster
 
@@ -78,7 +79,6 @@ def build_clusters(store: ConfigStore, workload: Workload, services: list[Servic
         pc.clusters[name] = {"name": name, "type": "ORIGINAL_DST", "connectTimeout": "10s",
                              "lbPolicy": "CLUSTER_PROVIDED", "metadata": {"filterMetadata": {"istio": {"services": [
                                  {"host": s.host, "name": s.name, "namespace": s.namespace}
-                                 for s in services if s.namespace == workload.namespace and s.selector
-                                 and all(workload.labels.get(k) == v for k, v in s.selector.items())]}}}}
+                                 for s in inbound_services(store, workload, port)]}}}}
         pc.endpoints[name] = [EndpointRef(workload.name, workload.namespace, port,
                                           tuple(sorted(workload.labels.items())))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -15,6 +16,55 @@ ADMIN = "type.googleapis.com/envoy.admin.v3."
 
 def snake(name: str) -> str:
     return _CAMEL.sub(r"_\1", name).lower()
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def to_camel(value: Any) -> Any:
+    """Envoy's snake_case proto JSON to istioctl's camelCase (data-keyed maps and `@type` kept)."""
+    if isinstance(value, list):
+        return [to_camel(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        if key.startswith("@"):
+            out[key] = v
+        elif camel(key) in MAP_FIELDS:
+            out[camel(key)] = {k: to_camel(x) for k, x in v.items()}
+        else:
+            out[camel(key)] = to_camel(v)
+    return out
+
+
+def from_config_dump(dump: dict[str, Any], proxy_id: str, kind: str, namespace: str) -> ProxyConfig:
+    """A running Envoy's `/config_dump` as a ProxyConfig, so the istioctl tables and JSON show what runs."""
+    pc = ProxyConfig(proxy_id, kind, namespace, {})
+    for section in dump.get("configs") or []:
+        kind_name = (section.get("@type") or "").rsplit(".", 1)[-1]
+        if kind_name == "ListenersConfigDump":
+            for entry in section.get("static_listeners") or []:
+                pc.listeners.append(_strip_type(to_camel(entry.get("listener") or {})))
+            for entry in section.get("dynamic_listeners") or []:
+                active = (entry.get("active_state") or {}).get("listener")
+                if active:
+                    pc.listeners.append(_strip_type(to_camel(active)))
+        elif kind_name == "ClustersConfigDump":
+            for entry in (section.get("static_clusters") or []) + (section.get("dynamic_active_clusters") or []):
+                cluster = _strip_type(to_camel(entry.get("cluster") or {}))
+                pc.clusters[cluster["name"]] = cluster
+        elif kind_name == "RoutesConfigDump":
+            for entry in section.get("dynamic_route_configs") or []:
+                rc = _strip_type(to_camel(entry.get("route_config") or {}))
+                pc.route_configs[rc["name"]] = rc
+    return pc
+
+
+def _strip_type(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k != "@type"}
 
 
 def to_snake(value: Any) -> Any:
@@ -116,14 +166,57 @@ def clusters_table(pc: ProxyConfig) -> str:
 def listeners_table(pc: ProxyConfig) -> str:
     rows = [("ADDRESS", "PORT", "NAME", "ROUTE CONFIG")]
     for lst in pc.listeners:
-        addr = lst["address"]["socketAddress"]
-        for chain in lst["filterChains"] or [{}]:
-            rds = [f["typedConfig"]["rds"]["routeConfigName"] for f in chain.get("filters") or []
-                   if "rds" in f.get("typedConfig", {})]
-            rows.append((addr["address"], str(addr["portValue"]), lst["name"], ", ".join(rds) or "-"))
+        addr = (lst.get("address") or {}).get("socketAddress")
+        host, port = (addr["address"], str(addr.get("portValue", 0))) if addr else ("internal", "-")
+        for chain in lst.get("filterChains") or [{}]:
+            configs = [f.get("typedConfig", {}) for f in chain.get("filters") or []]
+            rds = [c["rds"]["routeConfigName"] for c in configs if "rds" in c]
+            rds += [c["routeConfig"].get("name", "inline") for c in configs if "routeConfig" in c]
+            rows.append((host, str((chain.get("filterChainMatch") or {}).get("destinationPort") or port),
+                         lst["name"], ", ".join(rds) or "-"))
     return _table(rows)
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def endpoints_table(pc: ProxyConfig, dump: dict[str, Any] | None = None) -> str:
+    """istioctl's `proxy-config endpoints`: ENDPOINT, STATUS, OUTLIER CHECK, CLUSTER.
+
+    From a running Envoy's dump (with EDS) when given; offline, the workloads that would back each cluster."""
+    rows = [("ENDPOINT", "STATUS", "OUTLIER CHECK", "CLUSTER")]
+    if dump is not None:
+        for section in dump.get("configs") or []:
+            if not (section.get("@type") or "").endswith("EndpointsConfigDump"):
+                continue
+            for entry in (section.get("static_endpoint_configs") or []) + \
+                    (section.get("dynamic_endpoint_configs") or []):
+                cla = entry.get("endpoint_config") or {}
+                for group in cla.get("endpoints") or []:
+                    for lb in group.get("lb_endpoints") or []:
+                        sock = ((lb.get("endpoint") or {}).get("address") or {}).get("socket_address") or {}
+                        where = f"{sock.get('address', 'internal')}:{sock.get('port_value', '-')}"
+                        rows.append((where, lb.get("health_status", "HEALTHY"), "OK", cla.get("cluster_name", "")))
+        return _table(rows)
+    for cluster, refs in pc.endpoints.items():
+        for ref in refs:
+            where = ref.external_host or f"deploy/{ref.workload}.{ref.namespace}"
+            rows.append((f"{where}:{ref.port}", "HEALTHY", "OK", cluster))
+    return _table(rows)
+
+
+def render(pc: ProxyConfig, what: str, output: str, name: str | None = None,
+           dump: dict[str, Any] | None = None) -> str:
+    """`proxy-config WHAT -o OUTPUT`: istioctl's tables, its JSON, or Envoy's own config_dump."""
+    if output == "config_dump":
+        return json.dumps(dump if dump is not None else config_dump(pc), indent=2)
+    if output == "json":
+        data = {"routes": istioctl_routes(pc, name), "clusters": istioctl_clusters(pc), "listeners": pc.listeners,
+                "endpoints": [{"cluster": c, "endpoints": [ref.__dict__ for ref in refs]}
+                              for c, refs in pc.endpoints.items()]}
+        return json.dumps(data if what == "all" else data[what], indent=2, default=str)
+    tables = {"listeners": lambda: listeners_table(pc), "routes": lambda: routes_table(pc, name),
+              "clusters": lambda: clusters_table(pc), "endpoints": lambda: endpoints_table(pc, dump)}
+    return "\n\n".join(fn() for key, fn in tables.items() if what in (key, "all"))

@@ -1,18 +1,42 @@
-"""Listeners: the gateway's HTTP ports and a sidecar's outbound/inbound listeners."""
+"""Listeners: the gateway's HTTP ports and a sidecar's outbound/inbound listeners, with their HTTP filters."""
 
 from __future__ import annotations
 
-from meshlib.config.store import ConfigStore, Workload
+from meshlib.config.store import ConfigStore, ServiceInfo, Workload
+from meshlib.xds.accesslog import istio_text_log
 from meshlib.xds.model import Json, ProxyConfig
+from meshlib.xds.naming import inbound_cluster, inbound_route_config
 
 HCM = "envoy.filters.network.http_connection_manager"
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER = "envoy.filters.http.router"
+ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+FAULT = "envoy.filters.http.fault"
+FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+CORS = "envoy.filters.http.cors"
+CORS_TYPE = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
+# Istio's chain without its own extensions (metadata exchange, stats): fault, CORS, router.
+HTTP_FILTERS: list[Json] = [{"name": FAULT, "typedConfig": {"@type": FAULT_TYPE}},
+                            {"name": CORS, "typedConfig": {"@type": CORS_TYPE}},
+                            {"name": ROUTER, "typedConfig": {"@type": ROUTER_TYPE}}]
 
 
-def _hcm(stat_prefix: str, rds: str) -> Json:
-    return {"name": HCM, "typedConfig": {"@type": HCM_TYPE, "statPrefix": stat_prefix,
-                                         "rds": {"configSource": {"ads": {}, "resourceApiVersion": "V3"},
-                                                 "routeConfigName": rds}}}
+def hcm(stat_prefix: str, rds: str, pc: ProxyConfig, *, gateway: bool = False) -> Json:
+    """An HTTP connection manager whose routes come by RDS (over ADS), as istiod builds it."""
+    config: Json = {"@type": HCM_TYPE, "statPrefix": stat_prefix,
+                    "rds": {"configSource": {"ads": {}, "initialFetchTimeout": "0s", "resourceApiVersion": "V3"},
+                            "routeConfigName": rds},
+                    "httpFilters": [dict(f) for f in HTTP_FILTERS],
+                    "useRemoteAddress": gateway,
+                    "normalizePath": True,
+                    "pathWithEscapedSlashesAction": "KEEP_UNCHANGED",
+                    "streamIdleTimeout": "0s",
+                    "upgradeConfigs": [{"upgradeType": "websocket"}]}
+    if gateway:
+        config["serverName"] = "istio-envoy"
+    if pc.access_log:
+        config["accessLog"] = [istio_text_log(pc.profile_minor)]
+    return {"name": HCM, "typedConfig": config}
 
 
 def _listener(name: str, port: int, filters: list[Json], **extra: object) -> Json:
@@ -20,19 +44,40 @@ def _listener(name: str, port: int, filters: list[Json], **extra: object) -> Jso
             "filterChains": [{"filters": filters}], **extra}
 
 
-def gateway_listener(port: int, route_config: str) -> Json:
-    return _listener(f"0.0.0.0_{port}", port, [_hcm(f"outbound_0.0.0.0_{port}", route_config)])
+def gateway_listener(port: int, route_config: str, pc: ProxyConfig) -> Json:
+    return _listener(f"0.0.0.0_{port}", port, [hcm(f"outbound_0.0.0.0_{port}", route_config, pc, gateway=True)],
+                     trafficDirection="OUTBOUND")
 
 
-def sidecar_listeners(store: ConfigStore, workload: Workload, pc: ProxyConfig) -> list[Json]:
-    out = [_listener(f"0.0.0.0_{port}", port, [_hcm(f"outbound_0.0.0.0_{port}", rc)],
+def sidecar_listeners(workload: Workload, pc: ProxyConfig) -> list[Json]:
+    out = [_listener(f"0.0.0.0_{port}", port, [hcm(f"outbound_0.0.0.0_{port}", rc, pc)],
                      trafficDirection="OUTBOUND", bindToPort=False)
            for port, rc in sorted(pc.listener_ports.items())]
     out.append(_listener("virtualOutbound", 15001, [], trafficDirection="OUTBOUND", useOriginalDst=True))
-    inbound_chains = [{"filterChainMatch": {"destinationPort": p}, "filters": [_hcm(f"inbound_0.0.0.0_{p}",
-                                                                                     f"inbound|{p}||")]}
+    inbound_chains = [{"filterChainMatch": {"destinationPort": p}, "name": f"0.0.0.0_{p}",
+                       "filters": [hcm(f"inbound_0.0.0.0_{p}", inbound_route_config(p), pc)]}
                       for p in sorted(set(workload.container_ports()))]
     inbound = _listener("virtualInbound", 15006, [], trafficDirection="INBOUND", useOriginalDst=True)
     inbound["filterChains"] = inbound_chains
     out.append(inbound)
     return out
+
+
+def inbound_route_configs(store: ConfigStore, workload: Workload, pc: ProxyConfig) -> None:
+    """One route config per container port: every request to the app on that port (istiod's inbound HTTP routes)."""
+    for port in sorted(set(workload.container_ports())):
+        services = inbound_services(store, workload, port)
+        host = services[0].host if services else "*"
+        name = inbound_route_config(port)
+        pc.route_configs[name] = {"name": name, "validateClusters": False, "virtualHosts": [{
+            "name": f"inbound|http|{port}", "domains": ["*"], "routes": [{
+                "name": "default", "match": {"prefix": "/"},
+                "route": {"cluster": inbound_cluster(port), "timeout": "0s", "maxGrpcTimeout": "0s"},
+                "decorator": {"operation": f"{host}:{port}/*"}}]}]}
+
+
+def inbound_services(store: ConfigStore, workload: Workload, port: int) -> list[ServiceInfo]:
+    """The Services that select `workload` and target its container `port`."""
+    return [s for s in store.services() if s.namespace == workload.namespace and s.selector
+            and all(workload.labels.get(k) == v for k, v in s.selector.items())
+            and any(p.target_port == port for p in s.ports)]

@@ -45,6 +45,8 @@ class ProxyConfig:
     origins: dict[tuple[str, str, int], RouteOrigin] = field(default_factory=dict)
     outbound_policy: str = "ALLOW_ANY"
     listener_ports: dict[int, str] = field(default_factory=dict)  # port -> route config name
+    access_log: bool = False  # Istio's TEXT access log on every HTTP connection manager
+    profile_minor: int = 17  # the Istio minor release whose istiod shape this is
 
     def origin(self, route_config: str, virtual_host: str, index: int) -> RouteOrigin | None:
         return self.origins.get((route_config, virtual_host, index))

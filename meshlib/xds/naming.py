@@ -16,6 +16,10 @@ def inbound_cluster(port: int) -> str:
     return f"inbound|{port}||"
 
 
+def inbound_route_config(port: int) -> str:
+    return f"inbound|{port}||"
+
+
 def parse_cluster(name: str) -> tuple[str, int, str, str] | None:
     """`outbound|80|version-v2|catalog…` → ("outbound", 80, "version-v2", "catalog…")."""
     parts = name.split("|")

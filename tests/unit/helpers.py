@@ -144,9 +144,14 @@ spec:
 {body}"""
 
 
+# Every (store, proxy) the table tests translate: test_envoy_validate hands each one to Envoy.
+TRANSLATED: list[tuple[ConfigStore, str]] = []
+
+
 def proxy(store: ConfigStore, ref: str = WEBAPP_PROXY) -> ProxyConfig:
     workload = find_proxy(store, ref)
     assert workload is not None, f"no proxy {ref}"
+    TRANSLATED.append((store, ref))
     return build_proxy_config(store, workload)
 
 

@@ -1,0 +1,212 @@
+"""Bind one proxy's istiod-shaped config to the embedded mesh's loopback network: the xDS resources Envoy runs.
+
+`build_proxy_config` says what istiod would send to a pod in a cluster. On the embedded mesh three things differ,
+and only these are changed here (pure: config and addresses in, Envoy resources out):
+
+- Addresses. Endpoints are the pods' own loopback IPs (127.x.y.z) with their containerPorts; the inbound listener
+  binds the pod's IP on each containerPort and hands requests to the app, which listens on the same IP on a port
+  of its own; a gateway's listener also binds the NodePort-like address users send to.
+- Capture. Istio's iptables send an app's outbound connections to `virtualOutbound` (15001), which hands them to
+  the per-port listeners `0.0.0.0_80`, `0.0.0.0_9080`, … by original destination port. Here the app uses its
+  sidecar as an explicit HTTP proxy on the pod's IP:15001; that listener hands each request by the port of its
+  authority to the same per-port listeners, which run as Envoy internal listeners with istiod's route configs.
+- The internet. Whatever Istio would send outside the mesh (PassthroughCluster, DNS-resolved ServiceEntry hosts)
+  goes to the mesh's local stand-in instead, so nothing leaves loopback.
+
+Every HTTP connection manager also writes meshlib's request records (`meshlib.xds.accesslog.record_log`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from meshlib.xds.accesslog import record_log
+from meshlib.xds.listeners import HCM, HCM_TYPE, ROUTER, ROUTER_TYPE
+from meshlib.xds.model import Json, ProxyConfig
+from meshlib.xds.naming import BLACKHOLE, PASSTHROUGH, parse_cluster
+
+CAPTURE_PORT = 15001
+CAPTURE_LISTENER = "virtualOutbound"
+CAPTURE_PREFIX = "meshlib-capture|"  # clusters that hand a request to a per-port internal listener
+EXTERNAL_TYPES = {"STRICT_DNS", "LOGICAL_DNS", "ORIGINAL_DST", "DYNAMIC_FORWARD_PROXY"}
+TYPE_URLS = {
+    "clusters": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+    "endpoints": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+    "listeners": "type.googleapis.com/envoy.config.listener.v3.Listener",
+    "routes": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+}
+
+
+@dataclass(frozen=True)
+class PodEndpoint:
+    """A ready pod as an endpoint: its loopback IP and its locality (region, zone, subzone)."""
+
+    ip: str
+    locality: tuple[str, str, str] = ("", "", "")
+
+
+# Ready pods per (namespace, workload), in a stable order.
+PodIndex = Mapping[tuple[str, str], Sequence[PodEndpoint]]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one proxy runs: its pod's IP, where its app listens, where records go, where the internet is."""
+
+    pod_ip: str
+    records_path: str
+    internet: tuple[str, int]
+    app_ports: Mapping[int, tuple[str, int]] = field(default_factory=dict)  # containerPort -> where the app listens
+    listen: Mapping[int, tuple[str, int]] = field(default_factory=dict)  # gateway listener port -> bind address
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The four xDS resource lists of one proxy, in Envoy's JSON (camelCase, `@type` in typed configs)."""
+
+    clusters: list[Json]
+    endpoints: list[Json]
+    listeners: list[Json]
+    routes: list[Json]
+
+    @property
+    def version(self) -> str:
+        """A content hash: the same resources always get the same version (nothing to push when unchanged)."""
+        text = json.dumps([self.clusters, self.endpoints, self.listeners, self.routes], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def socket_address(ip: str, port: int) -> Json:
+    return {"socketAddress": {"address": ip, "portValue": port}}
+
+
+def _lb_endpoints(addresses: list[tuple[str, int, tuple[str, str, str]]]) -> list[Json]:
+    by_locality: dict[tuple[str, str, str], list[Json]] = {}
+    for ip, port, locality in addresses:
+        by_locality.setdefault(locality, []).append(
+            {"endpoint": {"address": socket_address(ip, port)}, "healthStatus": "HEALTHY",
+             "loadBalancingWeight": 1})
+    out = []
+    for (region, zone, subzone), eps in by_locality.items():
+        group: Json = {"lbEndpoints": eps, "loadBalancingWeight": len(eps)}
+        loc = {k: v for k, v in (("region", region), ("zone", zone), ("subZone", subzone)) if v}
+        if loc:
+            group["locality"] = loc
+        out.append(group)
+    return out
+
+
+def _static(cluster: Json, addresses: list[tuple[str, int, tuple[str, str, str]]]) -> Json:
+    out = {k: v for k, v in cluster.items() if k not in ("edsClusterConfig", "type")}
+    out["type"] = "STATIC"
+    if out.get("lbPolicy") == "CLUSTER_PROVIDED":
+        del out["lbPolicy"]
+    out["loadAssignment"] = {"clusterName": cluster["name"], "endpoints": _lb_endpoints(addresses)}
+    return out
+
+
+def _bind_clusters(pc: ProxyConfig, place: Placement, pods: PodIndex) -> tuple[list[Json], list[Json]]:
+    internet = (*place.internet, ("", "", ""))
+    clusters, endpoints = [], []
+    for name, cluster in pc.clusters.items():
+        refs = pc.endpoints.get(name, [])
+        kind = cluster.get("type")
+        parsed = parse_cluster(name)
+        if name == PASSTHROUGH or (kind in EXTERNAL_TYPES and parsed and parsed[0] == "outbound"):
+            clusters.append(_static(cluster, [internet]))
+        elif parsed and parsed[0] == "inbound":
+            app = place.app_ports.get(parsed[1])
+            clusters.append(_static(cluster, [(*app, ("", "", ""))] if app else []))
+        elif kind == "EDS":
+            addresses = []
+            for ref in refs:
+                if ref.external_host:
+                    addresses.append(internet)
+                    continue
+                for pod in pods.get((ref.namespace, ref.workload or ""), ()):
+                    addresses.append((pod.ip, ref.port, pod.locality))
+            clusters.append(copy.deepcopy(cluster))
+            endpoints.append({"clusterName": name, "endpoints": _lb_endpoints(addresses)})
+        else:
+            clusters.append(copy.deepcopy(cluster))
+    return clusters, endpoints
+
+
+def _with_records(listener: Json, place: Placement, direction: str) -> Json:
+    for chain in listener.get("filterChains") or []:
+        for f in chain.get("filters") or []:
+            if f.get("name") == HCM:
+                f["typedConfig"].setdefault("accessLog", []).append(record_log(place.records_path, direction))
+    return listener
+
+
+def _capture_cluster(port: int) -> Json:
+    name = f"{CAPTURE_PREFIX}{port}"
+    return {"name": name, "type": "STATIC", "connectTimeout": "10s",
+            "loadAssignment": {"clusterName": name, "endpoints": [{"lbEndpoints": [{"endpoint": {"address": {
+                "envoyInternalAddress": {"serverListenerName": f"0.0.0.0_{port}"}}}}]}]}}
+
+
+def _capture_listener(pc: ProxyConfig, place: Placement) -> Json:
+    """The app-facing explicit proxy: each request to the per-port listener of its authority's port."""
+    ports = sorted(pc.listener_ports)
+    elsewhere = PASSTHROUGH if pc.outbound_policy != "REGISTRY_ONLY" else BLACKHOLE
+
+    def to(cluster: str) -> Json:
+        return {"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}
+
+    vhosts = [{"name": f"capture|{p}", "domains": [f"*:{p}"], "routes": [to(f"{CAPTURE_PREFIX}{p}")]}
+              for p in ports if p != 80]
+    # no port (or :80): the port-80 listener; any other port has no listener, as with Istio's 15001 passthrough
+    default_routes = [{"match": {"prefix": "/", "headers": [{"name": ":authority", "stringMatch": {
+        "safeRegex": {"regex": r".*:[0-9]+"}}}]}, "route": {"cluster": elsewhere, "timeout": "0s"}}]
+    default_routes.append(to(f"{CAPTURE_PREFIX}80" if 80 in ports else elsewhere))
+    vhosts.append({"name": "capture|80", "domains": ["*:80"],
+                   "routes": [to(f"{CAPTURE_PREFIX}80" if 80 in ports else elsewhere)]})
+    vhosts.append({"name": "capture|default", "domains": ["*"], "routes": default_routes})
+    manager = {"@type": HCM_TYPE, "statPrefix": "capture", "streamIdleTimeout": "0s",
+               "routeConfig": {"name": CAPTURE_LISTENER, "virtualHosts": vhosts},
+               "httpFilters": [{"name": ROUTER, "typedConfig": {"@type": ROUTER_TYPE, "suppressEnvoyHeaders": True}}]}
+    return {"name": CAPTURE_LISTENER, "address": socket_address(place.pod_ip, CAPTURE_PORT),
+            "trafficDirection": "OUTBOUND", "filterChains": [{"filters": [{"name": HCM, "typedConfig": manager}]}]}
+
+
+def _bind_listeners(pc: ProxyConfig, place: Placement) -> tuple[list[Json], list[Json]]:
+    listeners, extra_clusters = [], []
+    for original in pc.listeners:
+        listener = copy.deepcopy(original)
+        name = listener["name"]
+        port = listener["address"]["socketAddress"]["portValue"]
+        if pc.kind == "gateway":
+            listener["address"] = socket_address(*place.listen.get(port, (place.pod_ip, port)))
+            listeners.append(_with_records(listener, place, "outbound"))
+        elif name == CAPTURE_LISTENER:
+            listeners.append(_capture_listener(pc, place))
+        elif name == "virtualInbound":
+            ports = [c["filterChainMatch"]["destinationPort"] for c in listener["filterChains"]]
+            if not ports:
+                continue
+            listener.pop("useOriginalDst", None)
+            listener["address"] = socket_address(place.pod_ip, ports[0])
+            if ports[1:]:
+                listener["additionalAddresses"] = [{"address": socket_address(place.pod_ip, p)} for p in ports[1:]]
+            listeners.append(_with_records(listener, place, "inbound"))
+        else:  # a per-port outbound listener: an internal listener the capture listener hands requests to
+            listener.pop("bindToPort", None)
+            listener.pop("address")
+            listener["internalListener"] = {}
+            listeners.append(_with_records(listener, place, "outbound"))
+            extra_clusters.append(_capture_cluster(port))
+    return listeners, extra_clusters
+
+
+def bind(pc: ProxyConfig, place: Placement, pods: PodIndex) -> Resources:
+    """The xDS resources one proxy of the embedded mesh runs (see the module docstring for what differs)."""
+    clusters, endpoints = _bind_clusters(pc, place, pods)
+    listeners, capture = _bind_listeners(pc, place)
+    routes = [copy.deepcopy(rc) for rc in pc.route_configs.values()]
+    return Resources(clusters + capture, endpoints, listeners, routes)
