@@ -34,6 +34,11 @@ def hcm(stat_prefix: str, rds: str, pc: ProxyConfig, *, gateway: bool = False) -
                     "upgradeConfigs": [{"upgradeType": "websocket"}]}
     if gateway:
         config["serverName"] = "istio-envoy"
+        # Envoy before 1.33 treated private and loopback peers as internal by default (so their x-request-id
+        # and x-envoy-* headers are kept); Envoy 1.40 trusts no one unless told. Say it, as those releases did.
+        config["internalAddressConfig"] = {"cidrRanges": [
+            {"addressPrefix": prefix, "prefixLen": length}
+            for prefix, length in (("10.0.0.0", 8), ("172.16.0.0", 12), ("192.168.0.0", 16), ("127.0.0.0", 8))]}
     if pc.access_log:
         config["accessLog"] = [istio_text_log(pc.profile_minor)]
     return {"name": HCM, "typedConfig": config}

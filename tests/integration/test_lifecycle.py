@@ -18,7 +18,6 @@ from meshclient import CATALOG_V1, CH5, NS, ROOT, SERVICES, WEBAPP_HOST, request
 from meshlib.errors import ConfigError, MeshlibError
 from meshlib.local.mesh import LocalMesh
 from meshlib.local.prometheus import sweep_stale_dirs
-from meshlib.local.proxy import SidecarProxy
 
 WORLD = [SERVICES, CH5 / "webapp-catalog-gw-vs.yaml"]
 
@@ -27,34 +26,34 @@ def mesh_threads() -> list[str]:
     return sorted(t.name for t in threading.enumerate() if t.name.startswith("meshlib"))
 
 
-def listening_ports(mesh: LocalMesh) -> set[int]:
-    """Every loopback port the mesh listens on: gateway, sidecars (admin, outbound, inbound), apps, stand-ins."""
-    ports = {mesh.gateway_port}
+def listening_ports(mesh: LocalMesh) -> set[tuple[str, int]]:
+    """Every loopback address the mesh listens on: the gateway, each pod's Envoy (admin, capture, inbound ports),
+    its merged metrics, its apps, the stand-ins."""
+    ports = {("127.0.0.1", mesh.gateway_port)}
     for pod in mesh.pods():
-        sidecar = pod.sidecar
-        assert sidecar is not None
-        ports.add(sidecar.admin_port)
-        if isinstance(sidecar, SidecarProxy):
-            ports.add(sidecar.outbound_port)
-            ports.update(sidecar.inbound_ports.values())
+        assert pod.sidecar is not None and pod.ip
+        ports |= {(pod.ip, 15000), (pod.ip, 15020)}
+        if not pod.workload.is_gateway:
+            ports.add((pod.ip, 15001))
+            ports |= {(pod.ip, p) for p in pod.workload.container_ports()}
         ports.update(pod.ports.values())
     external = getattr(mesh, "_external", None)
     if external is not None:
-        ports.add(external.port)
+        ports.add(("127.0.0.1", external.port))
     return ports
 
 
-def refuses(port: int) -> bool:
+def refuses(address: tuple[str, int]) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
+        with socket.create_connection(address, timeout=1):
             return False
     except ConnectionRefusedError:
         return True
 
 
-def assert_all_closed(ports: set[int]) -> None:
+def assert_all_closed(ports: set[tuple[str, int]]) -> None:
     still_open = sorted(p for p in ports if not refuses(p))
-    assert not still_open, f"ports still accepting connections after close(): {still_open}"
+    assert not still_open, f"addresses still accepting connections after close(): {still_open}"
 
 
 def settled_thread_count(baseline: int) -> int:
@@ -69,7 +68,11 @@ def test_close_stops_every_listener_and_thread():
         ports = listening_ports(mesh)
         assert len(ports) >= 15, ports  # 4 pods × (admin, outbound, inbound, app) + gateway (+ admin) + stand-in
         assert all(not refuses(p) for p in ports)
-        assert mesh_threads() == ["meshlib-local-mesh"]
+        # the mesh's loop, and the xDS server's stream handlers and readers (one each per connected Envoy)
+        threads = mesh_threads()
+        assert threads.count("meshlib-local-mesh") == 1, threads
+        assert sum(t.startswith("meshlib-xds") for t in threads) >= len(mesh.pods()), threads
+        assert all(t == "meshlib-local-mesh" or t.startswith("meshlib-xds") for t in threads), threads
     finally:
         mesh.close()
 
@@ -83,7 +86,7 @@ def test_close_stops_every_listener_and_thread():
 
 def test_an_exception_inside_the_with_block_still_closes_everything():
     baseline = threading.active_count()
-    ports: set[int] = set()
+    ports: set[tuple[str, int]] = set()
     with pytest.raises(RuntimeError, match="step failed"):
         with LocalMesh(WORLD, namespace=NS, port=0, seed=2) as mesh:
             ports = listening_ports(mesh)
@@ -110,7 +113,7 @@ def test_a_busy_gateway_port_is_a_clear_error():
         assert "another port" in message and "0 picks a free one" in message, message
         assert mesh_threads() == []
         # the port is still the other owner's
-        assert not refuses(port)
+        assert not refuses(("127.0.0.1", port))
 
 
 def test_an_unknown_image_names_the_file_and_line(tmp_path):
@@ -196,7 +199,7 @@ def test_sigint_closes_the_mesh_and_exits():
 
     assert proc.returncode == 0, err
     assert out.strip() == "closed", (out, err)
-    assert_all_closed(set(started["ports"]))
+    assert_all_closed({(host, port) for host, port in started["ports"]})
 
 
 KILL_SCRIPT = """\
