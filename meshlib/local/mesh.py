@@ -639,7 +639,10 @@ class LocalMesh:
         if (workload, namespace) == flagger.FLAGGER and not self._pods.get((ISTIO_SYSTEM, "flagger")):
             return self.canaries.log.read(since)
         lines: list[str] = []
-        for pod in self.find_pods(workload, namespace):
+        pods = self.find_pods(workload, namespace)
+        if container == PROXY_CONTAINER:
+            self.settle_records()  # Envoy flushes its access logs every 50 ms: read what it has written so far
+        for pod in pods:
             name = container or next((c for c in pod.logs if c != PROXY_CONTAINER), PROXY_CONTAINER)
             if name not in pod.logs:
                 raise MeshlibError(f"pod {pod.name} has no container {name!r}; containers: {', '.join(pod.logs)}")
@@ -673,7 +676,10 @@ class LocalMesh:
         return self.call(pod.sidecar.config_dump())
 
     def metrics_text(self, workload: str, namespace: str | None = None) -> str:
-        """Each pod's merged metrics (Istio's standard metrics, then Envoy's own stats), as Prometheus scrapes."""
+        """Each pod's merged metrics (Istio's standard metrics, then Envoy's own stats), as Prometheus scrapes,
+        once the records of the requests sent so far are in."""
+        self.settle_records()
+
         async def texts() -> list[str]:
             return [await p.sidecar.metrics_text() for p in self.find_pods(workload, namespace)
                     if p.sidecar is not None]

@@ -153,6 +153,7 @@ class BuiltinMetrics(MeshMetrics):
         async def take() -> Snapshot:  # on the mesh's loop: pods change only there
             return snapshot(self.mesh)
 
+        self.mesh.settle_records()  # what the proxies counted of the requests sent so far
         return self.mesh.call(take())
 
     def delta(self, window_seconds: float | None = None) -> Snapshot:

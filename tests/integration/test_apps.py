@@ -95,7 +95,8 @@ Answer = tuple[int, Any] | str  # (status, JSON-able or str body), or a base URL
 
 @dataclass
 class FakeProxy:
-    """An explicit HTTP proxy: answers by the absolute-form target's host, records every request."""
+    """A sidecar's capture listener: a request names its destination only in Host (the connection comes to the
+    sidecar, as with Istio's iptables); answers by that host, records every request as `http://HOST/PATH`."""
 
     answers: dict[str, Answer] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
@@ -107,12 +108,12 @@ class FakeProxy:
         return self.running.url
 
     async def handle(self, request: web.Request) -> web.Response:
-        # aiohttp keeps an absolute-form request target in raw_path (request.path is only the path).
-        target = request.raw_path
-        assert target.startswith("http://"), f"not an absolute-form request target: {target}"
+        assert request.raw_path.startswith("/"), f"not an origin-form request target: {request.raw_path}"
+        authority = request.headers.get("Host", "")
+        host = authority.removesuffix(":80")
         body = await request.read()
-        self.seen.append(Seen(request.method, target, CIMultiDict(request.headers), body))
-        answer = self.answers.get(request.url.host or "")
+        self.seen.append(Seen(request.method, f"http://{host}{request.raw_path}", CIMultiDict(request.headers), body))
+        answer = self.answers.get(host.rsplit(":", 1)[0] if ":" in host else host)
         if answer is None:
             return web.Response(status=502, text="no route")
         if isinstance(answer, str):

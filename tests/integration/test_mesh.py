@@ -879,7 +879,7 @@ def test_istio_standard_metrics_after_traffic(start_mesh):
     assert [s.value for s in count] == [20.0]
     assert samples(catalog, "istio_request_duration_milliseconds_sum", reporter="destination")
     assert samples(catalog, "istio_response_bytes_bucket", reporter="destination")
-    assert "_created" not in catalog, "Envoy exposes no _created series"
+    assert "istio_requests_total_created" not in catalog, "Istio exposes no _created series"
 
 
 def test_local_replies_are_counted_with_their_flags(start_mesh):

@@ -74,7 +74,8 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
 
 def curl(mesh: LocalMesh, path: str) -> int:
     pod = mesh.find_pods("sleep")[0]
-    req = urllib.request.Request(f"http://127.0.0.1:{pod.ports[80]}/__meshlib/curl",
+    host, port = pod.ports[80]
+    req = urllib.request.Request(f"http://{host}:{port}/__meshlib/curl",
                                  data=json.dumps({"url": f"http://orders.default{path}"}).encode(),
                                  headers={"content-type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:

@@ -230,7 +230,7 @@ async def call_upstream(
     *,
     skip_auto_headers: Iterable[str] = (),
 ) -> UpstreamResponse:
-    """Send one request through the pod's sidecar (`ctx.proxy`) and read the whole response.
+    """Send one request through the pod's sidecar (`ctx.proxy`, its capture listener) and read the whole response.
 
     The Host header is the URL's authority as written (`catalog.istioinaction:80` keeps its port), unless
     `headers` sets one. Redirects are not followed. Raises `UpstreamError` when no HTTP response comes
@@ -262,13 +262,18 @@ async def call_upstream(
             host = f"[{host}]"
         port = parsed.explicit_port
         out["Host"] = f"{host}:{port}" if port is not None else host
+    if ctx.proxy is not None:
+        # as Istio's iptables capture does: the connection goes to the sidecar, the request names its destination
+        # only in Host (`catalog.istioinaction:80` keeps its port, which an absolute-form target would lose)
+        sidecar = URL(ctx.proxy)
+        target = URL.build(scheme="http", host=sidecar.raw_host or "127.0.0.1", port=sidecar.port,
+                           path=target.raw_path, query_string=target.raw_query_string, encoded=True)
     try:
         async with session.request(
             method,
             target,
             headers=out,
             data=body,
-            proxy=ctx.proxy,
             allow_redirects=False,
             skip_auto_headers=tuple(skip_auto_headers),
         ) as response:

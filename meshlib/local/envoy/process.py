@@ -76,6 +76,9 @@ def bootstrap(node_id: str, cluster: str, admin: tuple[str, int], xds: tuple[str
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                 "explicitHttpConfig": {"http2ProtocolOptions": {}}}},
         }]},
+        # Istio's tag for cluster stats: the whole `outbound|80|v2|catalog.ns.svc.cluster.local`, dots included
+        "statsConfig": {"statsTags": [{"tagName": "cluster_name",
+                                       "regex": r"^cluster\.((.+?(\..+?\.svc\.cluster\.local)?)\.)"}]},
         "bootstrapExtensions": [{
             "name": "envoy.bootstrap.internal_listener",
             "typedConfig": {"@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3."
