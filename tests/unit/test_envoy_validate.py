@@ -6,7 +6,6 @@ the others (`meshlib.xds.static`); Envoy parses and checks all of it: fields, en
 
 from __future__ import annotations
 
-
 import pytest
 from helpers import CH5, NS, SERVICES, TRANSLATED
 
