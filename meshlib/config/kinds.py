@@ -140,8 +140,37 @@ VirtualService = Obj({
     "hosts": ListOf(Str), "gateways": ListOf(Str), "http": ListOf(HTTPRoute),
     "tcp": ListOf(OPEN), "tls": ListOf(OPEN), "exportTo": ListOf(Str),
 })
-TrafficPolicy = Obj({"loadBalancer": OPEN, "connectionPool": OPEN, "outlierDetection": OPEN, "tls": OPEN,
-                     "portLevelSettings": ListOf(OPEN), "tunnel": OPEN, "proxyProtocol": OPEN})
+Count = NonNegInt()
+ConsistentHash = Obj({
+    "httpHeaderName": Str, "httpCookie": Obj({"name": Str, "path": Str, "ttl": Duration}, required=("name",)),
+    "useSourceIp": Bool, "httpQueryParameterName": Str,
+    "ringHash": Obj({"minimumRingSize": Count}), "maglev": Obj({"tableSize": Count}), "minimumRingSize": Count,
+}, one_of=("httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName"))
+LocalityLbSetting = Obj({
+    "distribute": ListOf(Obj({"from": Str, "to": MapOf(Count)})),
+    "failover": ListOf(Obj({"from": Str, "to": Str})), "failoverPriority": ListOf(Str), "enabled": Bool,
+})
+LoadBalancer = Obj({
+    "simple": Enum("UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"),
+    "consistentHash": ConsistentHash, "localityLbSetting": LocalityLbSetting, "warmupDurationSecs": Duration,
+})
+ConnectionPool = Obj({
+    "tcp": Obj({"maxConnections": Count, "connectTimeout": Duration, "tcpKeepalive": OPEN,
+                "maxConnectionDuration": Duration, "idleTimeout": Duration}),
+    "http": Obj({"http1MaxPendingRequests": Count, "http2MaxRequests": Count, "maxRequestsPerConnection": Count,
+                 "maxRetries": Count, "idleTimeout": Duration,
+                 "h2UpgradePolicy": Enum("DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"), "useClientProtocol": Bool,
+                 "maxConcurrentStreams": Count}),
+})
+OutlierDetection = Obj({
+    "consecutiveErrors": Count, "consecutive5xxErrors": Count, "consecutiveGatewayErrors": Count,
+    "consecutiveLocalOriginFailures": Count, "splitExternalLocalOriginErrors": Bool, "interval": Duration,
+    "baseEjectionTime": Duration, "maxEjectionPercent": Count, "minHealthPercent": Count,
+})
+_POLICY = {"loadBalancer": LoadBalancer, "connectionPool": ConnectionPool, "outlierDetection": OutlierDetection,
+           "tls": OPEN}
+TrafficPolicy = Obj({**_POLICY, "portLevelSettings": ListOf(Obj({"port": Obj({"number": Count}), **_POLICY})),
+                     "tunnel": OPEN, "proxyProtocol": OPEN})
 DestinationRule = Obj({
     "host": Str, "trafficPolicy": TrafficPolicy, "exportTo": ListOf(Str),
     "subsets": ListOf(Obj({"name": Str, "labels": Labels, "trafficPolicy": TrafficPolicy}, required=("name",))),

@@ -116,19 +116,17 @@ def _bind_clusters(pc: ProxyConfig, place: Placement, pods: PodIndex) -> tuple[l
         refs = pc.endpoints.get(name, [])
         kind = cluster.get("type")
         parsed = parse_cluster(name)
-        if name == PASSTHROUGH or (kind in EXTERNAL_TYPES and parsed and parsed[0] == "outbound"):
+        pods_behind = [(pod.ip, ref.port, pod.locality) for ref in refs if not ref.external_host
+                       for pod in pods.get((ref.namespace, ref.workload or ""), ())]
+        if kind == "ORIGINAL_DST" and pods_behind:  # PASSTHROUGH to a mesh service: kube-proxy picks a pod
+            clusters.append(_static(cluster, pods_behind))
+        elif name == PASSTHROUGH or (kind in EXTERNAL_TYPES and parsed and parsed[0] == "outbound"):
             clusters.append(_static(cluster, [internet]))
         elif parsed and parsed[0] == "inbound":
             app = place.app_ports.get(parsed[1])
             clusters.append(_static(cluster, [(*app, ("", "", ""))] if app else []))
         elif kind == "EDS":
-            addresses = []
-            for ref in refs:
-                if ref.external_host:
-                    addresses.append(internet)
-                    continue
-                for pod in pods.get((ref.namespace, ref.workload or ""), ()):
-                    addresses.append((pod.ip, ref.port, pod.locality))
+            addresses = pods_behind + [internet for ref in refs if ref.external_host]
             clusters.append(copy.deepcopy(cluster))
             endpoints.append({"clusterName": name, "endpoints": _lb_endpoints(addresses)})
         else:

@@ -7,7 +7,7 @@ from typing import Any
 from meshlib.config.hosts import fqdn, host_matches, hosts_intersect, short_aliases
 from meshlib.config.kinds import Resource
 from meshlib.config.store import ISTIO_SYSTEM, ConfigStore, ServiceInfo, Workload
-from meshlib.xds.clusters import build_clusters
+from meshlib.xds.clusters import build_clusters, cluster_policy
 from meshlib.xds.listeners import gateway_listener, inbound_route_configs, sidecar_listeners
 from meshlib.xds.model import Json, ProxyConfig, RouteOrigin
 from meshlib.xds.naming import (
@@ -16,7 +16,9 @@ from meshlib.xds.naming import (
     PASSTHROUGH,
     gateway_route_config,
     outbound_cluster,
+    parse_cluster,
 )
+from meshlib.xds.policy import hash_policy
 from meshlib.xds.route import TranslateContext, is_catch_all, retry_policy, translate_rule
 from meshlib.xds.telemetry import access_log_enabled
 
@@ -137,6 +139,15 @@ def _port_resolver(services: list[ServiceInfo], listener_port: int):
     return resolve
 
 
+def _hashing(store: ConfigStore):
+    """The route hash policy for a destination cluster whose DestinationRule hashes consistently."""
+    def policy(cluster: str) -> list[Json] | None:
+        parsed = parse_cluster(cluster)
+        return hash_policy(cluster_policy(store, parsed[3], parsed[1], parsed[2])) if parsed else None
+
+    return policy
+
+
 # --- gateway ---------------------------------------------------------------------------------------
 def _server_host(entry: str, vs_ns: str) -> tuple[str | None, str]:
     ns, _, host = entry.rpartition("/")
@@ -171,7 +182,7 @@ def _gateway_routes(store: ConfigStore, workload: Workload, services: list[Servi
             rc_name = gateway_route_config(target)
             pc.listener_ports[target] = rc_name
             vhosts = by_rc.setdefault(rc_name, {})
-            ctx = TranslateContext(store.profile, mesh, number, _port_resolver(services, number))
+            ctx = TranslateContext(store.profile, mesh, number, _port_resolver(services, number), _hashing(store))
             rc_ports.setdefault(rc_name, number)
             for vs in vss:
                 if gw_ref not in vs_gateways(vs):
@@ -264,7 +275,7 @@ def _sidecar_routes(store: ConfigStore, workload: Workload, services: list[Servi
     http_ports = sorted({p.port for s in services for p in s.ports if p.protocol in ("HTTP", "HTTP2", "GRPC")})
     for port in http_ports:
         rc_name = str(port)
-        ctx = TranslateContext(store.profile, mesh, port, _port_resolver(services, port))
+        ctx = TranslateContext(store.profile, mesh, port, _port_resolver(services, port), _hashing(store))
         vhosts: list[Json] = []
         origins: dict[str, list[RouteOrigin]] = {}
         claimed: set[str] = set()
@@ -336,6 +347,9 @@ def _domains(svc: ServiceInfo, port: int, proxy_ns: str, store: ConfigStore) -> 
 def _default_route(svc: ServiceInfo, port: int, ctx: TranslateContext) -> Json:
     cluster = outbound_cluster(port, "", svc.host)
     action: Json = {"cluster": cluster, "timeout": "0s"}
+    hashing = ctx.hash_policy(cluster)
+    if hashing:
+        action["hashPolicy"] = hashing
     retry = retry_policy(None, ctx)
     if retry:
         action["retryPolicy"] = retry

@@ -7,6 +7,7 @@ from meshlib.config.store import ConfigStore, ServiceInfo, Workload
 from meshlib.xds.listeners import inbound_services
 from meshlib.xds.model import EndpointRef, Json, ProxyConfig
 from meshlib.xds.naming import BLACKHOLE, PASSTHROUGH, inbound_cluster, outbound_cluster
+from meshlib.xds.policy import apply_policy, effective_policy
 
 MAX = 4294967295
 
@@ -30,15 +31,21 @@ def _cluster(name: str, kind: str, svc: ServiceInfo | None, lb: str) -> Json:
     return c
 
 
-def _lb_policy(store: ConfigStore, policy: dict | None) -> str:
-    simple = ((policy or {}).get("loadBalancer") or {}).get("simple")
-    mapping = {"ROUND_ROBIN": "ROUND_ROBIN", "LEAST_REQUEST": "LEAST_REQUEST", "LEAST_CONN": "LEAST_REQUEST",
-               "RANDOM": "RANDOM", "PASSTHROUGH": "CLUSTER_PROVIDED"}
-    return mapping.get(simple or "", store.profile.default_lb_policy)
-
-
 def destination_rules(store: ConfigStore, svc: ServiceInfo) -> list:
     return [dr for dr in store.of_kind("DestinationRule") if fqdn(dr.spec["host"], dr.namespace) == svc.host]
+
+
+def cluster_policy(store: ConfigStore, host: str, port: int, subset: str = "") -> dict:
+    """The merged traffic policy of `outbound|port|subset|host` (the first DestinationRule for the host)."""
+    drs = [dr for dr in store.of_kind("DestinationRule") if fqdn(dr.spec["host"], dr.namespace) == host]
+    return effective_policy(drs[0].spec if drs else None, port, subset)
+
+
+def _outbound(store: ConfigStore, svc: ServiceInfo, port: int, subset: str, dr_spec: dict | None) -> Json:
+    name = outbound_cluster(port, subset, svc.host)
+    cluster = _cluster(name, svc.resolution, svc, store.profile.default_lb_policy)
+    apply_policy(cluster, effective_policy(dr_spec, port, subset), store.profile.default_lb_policy)
+    return cluster
 
 
 def _endpoints(store: ConfigStore, svc: ServiceInfo, port: int, subset_labels: dict | None) -> list[EndpointRef]:
@@ -53,16 +60,14 @@ def _endpoints(store: ConfigStore, svc: ServiceInfo, port: int, subset_labels: d
 def build_clusters(store: ConfigStore, workload: Workload, services: list[ServiceInfo], pc: ProxyConfig) -> None:
     for svc in sorted(services, key=lambda s: s.host):
         drs = destination_rules(store, svc)
-        dr = drs[0] if drs else None
-        base_policy = dr.spec.get("trafficPolicy") if dr else None
+        dr_spec = drs[0].spec if drs else None
         for sp in svc.ports:
             name = outbound_cluster(sp.port, "", svc.host)
-            pc.clusters[name] = _cluster(name, svc.resolution, svc, _lb_policy(store, base_policy))
+            pc.clusters[name] = _outbound(store, svc, sp.port, "", dr_spec)
             pc.endpoints[name] = _endpoints(store, svc, sp.port, None)
-            for subset in (dr.spec.get("subsets") or []) if dr else []:
+            for subset in (dr_spec or {}).get("subsets") or []:
                 sname = outbound_cluster(sp.port, subset["name"], svc.host)
-                policy = subset.get("trafficPolicy") or base_policy
-                pc.clusters[sname] = _cluster(sname, svc.resolution, svc, _lb_policy(store, policy))
+                pc.clusters[sname] = _outbound(store, svc, sp.port, subset["name"], dr_spec)
                 pc.endpoints[sname] = _endpoints(store, svc, sp.port, subset.get("labels") or {})
     pc.clusters[BLACKHOLE] = {"name": BLACKHOLE, "type": "STATIC", "connectTimeout": "10s"}
     pc.endpoints[BLACKHOLE] = []

@@ -34,6 +34,7 @@ class TranslateContext:
     mesh: MeshSettings
     listener_port: int
     resolve_port: PortResolver
+    hash_policy: Callable[[str], list[Json] | None] = lambda _cluster: None  # consistent hashing per cluster
 
 
 def fraction(value: float) -> Json:
@@ -300,6 +301,9 @@ def _action(rule: dict[str, Any], vs: Resource, ctx: TranslateContext) -> Json:
     if len(dests) == 1:
         action["cluster"] = destination_cluster(dests[0]["destination"], vs, ctx)
         header_ops(dests[0].get("headers"), out)
+        hashing = ctx.hash_policy(action["cluster"])
+        if hashing:
+            action["hashPolicy"] = hashing
     else:
         clusters = []
         for d in dests:

@@ -1,0 +1,145 @@
+"""DestinationRule traffic policies in the clusters and routes istiod builds (connectionPool, outlierDetection,
+loadBalancer, consistentHash), table-driven; the merged subset policy; what real Envoy accepts is checked too
+(every store here is validated by test_envoy_validate)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from helpers import CATALOG_DEFAULT, V1, V2, catalog_routes, catalog_vs, proxy, world, y
+
+from meshlib.errors import ConfigError
+
+
+def dr(policy: str, subset_policy: str = "") -> str:
+    """The catalog DestinationRule with `policy` (YAML under trafficPolicy) and, optionally, a v2 subset policy."""
+    top = "  trafficPolicy:\n" + "\n".join("    " + line for line in y(policy).splitlines()) if policy else ""
+    sub = ("    trafficPolicy:\n" + "\n".join("      " + line for line in y(subset_policy).splitlines())
+           if subset_policy else "")
+    return f"""\
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata:
+  name: catalog
+spec:
+  host: catalog
+{top}
+  subsets:
+  - name: version-v1
+    labels:
+      version: v1
+  - name: version-v2
+    labels:
+      version: v2
+{sub}
+"""
+
+
+def clusters(policy: str, subset_policy: str = "", version: str | None = None) -> dict[str, Any]:
+    return proxy(world(dr(policy, subset_policy), dr=False, version=version)).clusters
+
+
+CASES = [
+    ("loadBalancer: {simple: ROUND_ROBIN}", {"lbPolicy": "ROUND_ROBIN"}),
+    ("loadBalancer: {simple: RANDOM}", {"lbPolicy": "RANDOM"}),
+    ("loadBalancer: {simple: LEAST_CONN}", {"lbPolicy": "LEAST_REQUEST"}),
+    ("loadBalancer: {simple: PASSTHROUGH}", {"lbPolicy": "CLUSTER_PROVIDED", "type": "ORIGINAL_DST"}),
+    ("loadBalancer: {consistentHash: {httpHeaderName: x-user}}",
+     {"lbPolicy": "RING_HASH", "ringHashLbConfig": {"minimumRingSize": "1024"}}),
+    ("loadBalancer: {consistentHash: {httpHeaderName: x-user, ringHash: {minimumRingSize: 64}}}",
+     {"lbPolicy": "RING_HASH", "ringHashLbConfig": {"minimumRingSize": "64"}}),
+    ("loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 65537}}}",
+     {"lbPolicy": "MAGLEV", "maglevLbConfig": {"tableSize": 65537}}),
+    ("connectionPool: {tcp: {maxConnections: 1, connectTimeout: 250ms}, http: {http1MaxPendingRequests: 2, "
+     "http2MaxRequests: 3, maxRetries: 4}}",
+     {"connectTimeout": "0.250s", "circuitBreakers": {"thresholds": [{
+         "maxConnections": 1, "maxPendingRequests": 2, "maxRequests": 3, "maxRetries": 4, "trackRemaining": True}]}}),
+    ("connectionPool: {http: {maxRequestsPerConnection: 1, idleTimeout: 30s}}",
+     {"typedExtensionProtocolOptions": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+         "commonHttpProtocolOptions": {"maxRequestsPerConnection": 1, "idleTimeout": "30s"},
+         "explicitHttpConfig": {"httpProtocolOptions": {}}}}}),
+    ("outlierDetection: {consecutive5xxErrors: 1, interval: 5s, baseEjectionTime: 30s, maxEjectionPercent: 100}",
+     {"outlierDetection": {"enforcingSuccessRate": 0, "consecutive5xx": 1, "enforcingConsecutive5xx": 100,
+                           "interval": "5s", "baseEjectionTime": "30s", "maxEjectionPercent": 100},
+      "commonLbConfig": {"healthyPanicThreshold": {"value": 0}}}),
+    ("outlierDetection: {consecutiveGatewayErrors: 3, consecutive5xxErrors: 0}",
+     {"outlierDetection": {"enforcingSuccessRate": 0, "consecutive5xx": 0, "enforcingConsecutive5xx": 0,
+                           "consecutiveGatewayFailure": 3, "enforcingConsecutiveGatewayFailure": 100},
+      "commonLbConfig": {"healthyPanicThreshold": {"value": 0}}}),
+    ("outlierDetection: {consecutiveErrors: 7}",  # the deprecated field counts 5xx
+     {"outlierDetection": {"enforcingSuccessRate": 0, "consecutive5xx": 7, "enforcingConsecutive5xx": 100}}),
+    ("outlierDetection: {}",  # the block alone turns Envoy's defaults on (5 consecutive 5xx, 10 s, 30 s, 10%)
+     {"outlierDetection": {"enforcingSuccessRate": 0}, "commonLbConfig": {"healthyPanicThreshold": {"value": 0}}}),
+]
+
+
+@pytest.mark.parametrize(("policy", "expected"), CASES, ids=[c[0].split(":")[0] + str(i) for i, c in enumerate(CASES)])
+def test_traffic_policy_sets_the_cluster(policy: str, expected: dict[str, Any]) -> None:
+    got = clusters(policy)
+    for name in (CATALOG_DEFAULT, V1, V2):
+        for key, value in expected.items():
+            assert got[name].get(key) == value, (name, key, got[name].get(key))
+
+
+def test_without_a_policy_clusters_keep_istios_defaults() -> None:
+    got = clusters("")
+    assert got[V1]["lbPolicy"] == "LEAST_REQUEST"
+    assert got[V1]["circuitBreakers"]["thresholds"][0]["maxConnections"] == 4294967295
+    assert "outlierDetection" not in got[V1]
+    assert got[V1]["commonLbConfig"] == {}
+
+
+def test_the_subset_policy_replaces_each_field_it_sets_and_keeps_the_others() -> None:
+    got = clusters("loadBalancer: {simple: ROUND_ROBIN}\nconnectionPool: {tcp: {maxConnections: 5}}",
+                   "connectionPool: {tcp: {maxConnections: 1}}")
+    assert got[V2]["lbPolicy"] == "ROUND_ROBIN"  # from the top level: the subset does not set loadBalancer
+    assert got[V2]["circuitBreakers"]["thresholds"][0]["maxConnections"] == 1  # the subset's
+    assert got[V1]["circuitBreakers"]["thresholds"][0]["maxConnections"] == 5  # the top level's
+
+
+def test_port_level_settings_apply_to_their_port_only() -> None:
+    got = clusters("loadBalancer: {simple: RANDOM}\nportLevelSettings:\n"
+                   "- port: {number: 80}\n  loadBalancer: {simple: ROUND_ROBIN}\n"
+                   "- port: {number: 9999}\n  loadBalancer: {simple: LEAST_REQUEST}")
+    assert got[CATALOG_DEFAULT]["lbPolicy"] == "ROUND_ROBIN"
+
+
+@pytest.mark.parametrize(("hashing", "expected"), [
+    ("{httpHeaderName: x-user}", [{"header": {"headerName": "x-user"}}]),
+    ("{httpCookie: {name: session, path: /, ttl: 10s}}", [{"cookie": {"name": "session", "path": "/", "ttl": "10s"}}]),
+    ("{useSourceIp: true}", [{"connectionProperties": {"sourceIp": True}}]),
+    ("{httpQueryParameterName: user}", [{"queryParameter": {"name": "user"}}]),
+])
+def test_consistent_hash_puts_a_hash_policy_on_routes_to_the_destination(hashing: str, expected: list) -> None:
+    store = world(dr(f"loadBalancer: {{consistentHash: {hashing}}}"), catalog_vs("""
+        - route:
+          - destination: {host: catalog, subset: version-v1}
+        """), dr=False)
+    route = catalog_routes(store)[0]
+    assert route["route"]["hashPolicy"] == expected
+    # without a VirtualService, the default route hashes too
+    default = catalog_routes(world(dr(f"loadBalancer: {{consistentHash: {hashing}}}"), dr=False))[0]
+    assert default["route"]["hashPolicy"] == expected
+
+
+def test_no_hash_policy_without_consistent_hashing() -> None:
+    route = catalog_routes(world(dr("loadBalancer: {simple: ROUND_ROBIN}"), dr=False))[0]
+    assert "hashPolicy" not in route["route"]
+
+
+@pytest.mark.parametrize(("policy", "message"), [
+    ("outlierDetection: {consecutive5xErrors: 1}", "unknown field 'consecutive5xErrors'"),
+    ("connectionPool: {http: {http1MaxPendingRequest: 1}}", "unknown field 'http1MaxPendingRequest'"),
+    ("loadBalancer: {simple: ROUND_ROBBIN}", "ROUND_ROBBIN"),
+    ("connectionPool: {tcp: {maxConnections: -1}}", "must not be negative"),
+    ("loadBalancer: {consistentHash: {httpHeaderName: a, useSourceIp: true}}", "httpHeaderName"),
+])
+def test_a_misspelled_policy_is_an_error_with_its_line_not_a_silent_no_op(policy: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        world(dr(policy), dr=False)
+    assert message in str(err.value), str(err.value)
+    assert ":" in str(err.value).split(" ")[0]  # file:line first
+
+
