@@ -42,6 +42,7 @@ class Response:
     elapsed_ms: float
     error: str = ""
     served_by: list[Any] = field(default_factory=list)  # filled by the backend when it knows
+    sent_headers: dict[str, str] = field(default_factory=dict)  # what the request carried (besides Host)
 
     def json(self) -> Any:
         try:
@@ -59,6 +60,15 @@ class Plan:
     method: str = "GET"
     headers: Mapping[str, str] = field(default_factory=dict)
     body: str | None = None
+    rotate: tuple[str, tuple[str, ...]] | None = None  # a header whose value goes round these, request by request
+
+    def headers_for(self, index: int) -> dict[str, str]:
+        """The headers of the `index`-th request of the batch."""
+        headers = dict(self.headers)
+        if self.rotate and self.rotate[1]:
+            name, values = self.rotate
+            headers[name] = values[index % len(values)]
+        return headers
 
     def __post_init__(self) -> None:
         if self.count is None and self.seconds is None:
@@ -69,9 +79,10 @@ class Plan:
             raise ValueError(f"duration must be between 0 and {MAX_SECONDS:g} seconds")
 
 
-async def _one(session: aiohttp.ClientSession, target: Target, plan: Plan) -> Response:
+async def _one(session: aiohttp.ClientSession, target: Target, plan: Plan, index: int) -> Response:
     request_id = str(uuid.uuid4())
-    headers = {"x-request-id": request_id, **plan.headers}
+    sent = plan.headers_for(index)
+    headers = {"x-request-id": request_id, **sent}
     if target.host:
         headers["Host"] = target.host
     started = time.perf_counter()
@@ -80,10 +91,10 @@ async def _one(session: aiohttp.ClientSession, target: Target, plan: Plan) -> Re
                                    allow_redirects=False) as resp:
             body = await resp.text(errors="replace")
             return Response(request_id, resp.status, dict(resp.headers), body,
-                            (time.perf_counter() - started) * 1000)
+                            (time.perf_counter() - started) * 1000, sent_headers=sent)
     except (aiohttp.ClientError, TimeoutError) as exc:
         return Response(request_id, 0, {}, "", (time.perf_counter() - started) * 1000,
-                        f"{type(exc).__name__}: {exc or 'no response'}")
+                        f"{type(exc).__name__}: {exc or 'no response'}", sent_headers=sent)
 
 
 async def run_batch(target: Target, plan: Plan, stop: threading.Event | None = None,
@@ -100,11 +111,13 @@ async def run_batch(target: Target, plan: Plan, stop: threading.Event | None = N
     next_at = time.monotonic()
     lock = asyncio.Lock()
 
-    async def take() -> bool:
+    async def take() -> int | None:
+        """The index of the next request to send, or None when the batch is done."""
         nonlocal issued, next_at
         async with lock:
             if issued >= limit or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
-                return False
+                return None
+            index = issued
             issued += 1
             if interval:
                 wait = next_at - time.monotonic()
@@ -113,11 +126,11 @@ async def run_batch(target: Target, plan: Plan, stop: threading.Event | None = N
                 wait = 0
         if wait > 0:
             await asyncio.sleep(wait)
-        return True
+        return index
 
     async def worker(session: aiohttp.ClientSession) -> None:
-        while await take():
-            results.append(await _one(session, target, plan))
+        while (index := await take()) is not None:
+            results.append(await _one(session, target, plan, index))
 
     timeout = aiohttp.ClientTimeout(total=60, sock_connect=5)
     connector = aiohttp.TCPConnector(limit=plan.concurrency)

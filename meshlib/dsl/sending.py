@@ -43,17 +43,19 @@ def served_text(r: Response) -> str:
 
 def through_gateway(world: World, count: int, path: str, host: str, method: str = "GET",
                     body: str | None = None) -> list[Response]:
-    plan = Plan(count=count, concurrency=world.concurrency, method=method, headers=dict(world.headers), body=body)
+    plan = Plan(count=count, concurrency=world.concurrency, method=method, headers=dict(world.headers), body=body,
+                rotate=world.rotate)
     return _run(world, world.backend.gateway(host, path), plan)
 
 
 def for_duration(world: World, seconds: float, path: str, host: str, rate: float) -> list[Response]:
-    plan = Plan(seconds=seconds, rate=rate, concurrency=world.concurrency, headers=dict(world.headers))
+    plan = Plan(seconds=seconds, rate=rate, concurrency=world.concurrency, headers=dict(world.headers),
+                rotate=world.rotate)
     return _run(world, world.backend.gateway(host, path), plan)
 
 
 def from_workload(world: World, count: int, workload: str, url: str) -> list[Response]:
-    plan = Plan(count=count, concurrency=world.concurrency, headers=dict(world.headers))
+    plan = Plan(count=count, concurrency=world.concurrency, headers=dict(world.headers), rotate=world.rotate)
     return _run(world, world.backend.from_workload(workload, world.namespace, url), plan)
 
 

@@ -27,6 +27,7 @@ class World:
     alpha: float = DEFAULT_ALPHA
     concurrency: int = 8
     headers: dict[str, str] = field(default_factory=dict)
+    rotate: tuple[str, tuple[str, ...]] | None = None  # a header whose value goes round a list, request by request
     responses: list[Response] = field(default_factory=list)
     background: dict[str, BackgroundTraffic] = field(default_factory=dict)
     finished_background: list[Response] = field(default_factory=list)  # what the last stopped traffic got back

@@ -9,6 +9,7 @@ from meshlib.steps import (  # noqa: F401
     envoy,
     logs,
     metrics,
+    resilience,
     responses,
     traffic,
 )

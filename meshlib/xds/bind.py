@@ -118,9 +118,10 @@ def _bind_clusters(pc: ProxyConfig, place: Placement, pods: PodIndex) -> tuple[l
         parsed = parse_cluster(name)
         pods_behind = [(pod.ip, ref.port, pod.locality) for ref in refs if not ref.external_host
                        for pod in pods.get((ref.namespace, ref.workload or ""), ())]
-        if kind == "ORIGINAL_DST" and pods_behind:  # PASSTHROUGH to a mesh service: kube-proxy picks a pod
+        outbound = bool(parsed) and parsed[0] == "outbound"
+        if outbound and kind == "ORIGINAL_DST" and pods_behind:  # PASSTHROUGH to a service: kube-proxy picks a pod
             clusters.append(_static(cluster, pods_behind))
-        elif name == PASSTHROUGH or (kind in EXTERNAL_TYPES and parsed and parsed[0] == "outbound"):
+        elif name == PASSTHROUGH or (kind in EXTERNAL_TYPES and outbound):
             clusters.append(_static(cluster, [internet]))
         elif parsed and parsed[0] == "inbound":
             app = place.app_ports.get(parsed[1])

@@ -455,7 +455,9 @@ class XdsServer:
             if not track.subscribed or (type_url in NAMED and not track.names):
                 continue
             behind = track.sent_version != compiled.version or track.sent_names != track.names
-            if behind and (gate_open or type_url == asked):
+            # EDS goes with CDS, not after its ACK: Envoy ACKs a changed cluster only once it has warmed, and a
+            # changed cluster warms only on an EDS response (istiod pushes EDS right after CDS, too)
+            if behind and (gate_open or type_url == asked or type_url == ENDPOINT):
                 out.append(self._response(stream, track, compiled))
                 gate_open = False
             elif not track.answered or track.rejected_version == compiled.version:
