@@ -27,7 +27,6 @@ import json
 import random
 import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Coroutine, Iterable
@@ -61,6 +60,7 @@ from meshlib.local.metrics import Peer
 from meshlib.local.network import LoopbackNetwork
 from meshlib.local.process import ImageCommand, ProcessContainer
 from meshlib.local.prometheus import PrometheusServer, PrometheusUnavailable, Sample, ScrapeTarget, find_binary
+from meshlib.local.tempdirs import owned_dir
 from meshlib.profile import profile_for
 from meshlib.xds import ProxyConfig, build_proxy_config
 from meshlib.xds.bind import Placement, PodEndpoint, bind
@@ -185,7 +185,7 @@ class LocalMesh:
         self.network = LoopbackNetwork()
         self._gateway_port = _gateway_port(self.requested_port)
         self.store.apply_documents(docs, self.namespace)
-        self.workdir = Path(tempfile.mkdtemp(prefix="meshlib-mesh-"))
+        self.workdir = owned_dir("mesh")
         self.xds = XdsServer()
         try:
             self.xds.start()
@@ -302,7 +302,7 @@ class LocalMesh:
             self._check_images(resources)
             before = self.store.checkpoint()
             applied = self.store.apply_documents(docs, ns)
-            self._reconcile_or_restore(before)
+            self._reconcile_or_restore(before, applied)
         return applied
 
     def delete(self, paths: Iterable[str | Path] = (), namespace: str | None = None,
@@ -312,7 +312,7 @@ class LocalMesh:
         with self._lock:
             before = self.store.checkpoint()
             removed = self.store.delete_documents(docs, ns)
-            self._reconcile_or_restore(before)
+            self._reconcile_or_restore(before, removed)
         return removed
 
     def delete_kind(self, kind: str, namespace: str | None = None) -> int:
@@ -323,17 +323,19 @@ class LocalMesh:
             names = [r.name for r in self.store.of_kind(kind, ns)]
             for name in names:
                 self.store.delete(kind, ns, name)
-            self._reconcile_or_restore(before)
+            self._reconcile_or_restore(before, [])
         return len(names)
 
-    def _reconcile_or_restore(self, before: dict) -> None:
-        """Push the store's new state; if a proxy refuses it, put the store back and push the last good state."""
+    def _reconcile_or_restore(self, before: dict, changed: list[Resource]) -> None:
+        """Push the store's new state; if a proxy refuses it, put the store back and push the last good state, so
+        nothing of the change stays anywhere (as if `kubectl apply` had been refused)."""
         try:
             self.call(self._reconcile())
-        except ProxyRejected:
+        except ProxyRejected as exc:
             self.store.restore(before)
             self.call(self._reconcile())
-            raise
+            what = ", ".join(f"{r.ref()} ({r.source})" for r in changed) or "the change"
+            raise ProxyRejected(f"{what} not applied: {exc}; every proxy keeps its last good config") from None
 
     def _check_images(self, resources: list[Resource]) -> None:
         for res in resources:
@@ -450,9 +452,7 @@ class LocalMesh:
         rejected = [(pod, st) for (pod, _), st in zip(pushed, statuses, strict=True) if st.state == REJECTED]
         if rejected:
             pod, st = rejected[0]
-            raise ProxyRejected(f"Envoy of {pod.name}.{pod.namespace} rejected its config: {st.error}; "
-                                "it keeps its last good config and the change was not applied",
-                                "fix the resource named above (meshlib analyze -f … says more)")
+            raise ProxyRejected(f"Envoy of {pod.name}.{pod.namespace} rejected its config: {st.error}")
         stale = [(pod, st) for (pod, _), st in zip(pushed, statuses, strict=True) if st.state != "SYNCED"]
         if stale:
             pod, st = stale[0]

@@ -26,7 +26,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.error
@@ -44,6 +43,7 @@ from meshlib.errors import MeshlibError
 from meshlib.local.children import die_with_parent
 from meshlib.local.logs import LogBuffer
 from meshlib.local.process import free_port
+from meshlib.local.tempdirs import owned_dir
 
 BINARY = "prometheus"
 INSTALL_HINT = "install Debian's prometheus package (apt-get install prometheus) to run PromQL steps"
@@ -154,22 +154,6 @@ def find_binary(binary: str = BINARY) -> str:
     return path
 
 
-DIR_PREFIX = "meshlib-prometheus-"
-OWNER_FILE = "owner.pid"
-
-
-def sweep_stale_dirs() -> None:
-    """Remove the temp dirs of Prometheus instances whose meshlib process died without cleaning up (SIGKILL)."""
-    for d in Path(tempfile.gettempdir()).glob(DIR_PREFIX + "*"):
-        try:
-            owner = int((d / OWNER_FILE).read_text())
-            os.kill(owner, 0)
-        except ProcessLookupError:
-            shutil.rmtree(d, ignore_errors=True)  # the owner is gone, and its Prometheus died with it
-        except (OSError, ValueError):
-            continue  # not ours to judge (no owner file yet, another user's dir)
-
-
 class PrometheusServer:
     """The `prometheus` binary on 127.0.0.1 with its own port, config and TSDB in a temp dir."""
 
@@ -227,10 +211,8 @@ class PrometheusServer:
             return self
         binary = find_binary(self.binary or BINARY)
         deadline = time.monotonic() + self.start_timeout
-        sweep_stale_dirs()
         try:
-            self.dir = Path(tempfile.mkdtemp(prefix=DIR_PREFIX))
-            (self.dir / OWNER_FILE).write_text(str(os.getpid()))
+            self.dir = owned_dir("prometheus")
             (self.dir / "data").mkdir()
             self.update_targets(targets)
             config = self.dir / "prometheus.yml"

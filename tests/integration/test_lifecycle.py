@@ -17,7 +17,7 @@ from meshclient import CATALOG_V1, CH5, NS, ROOT, SERVICES, WEBAPP_HOST, request
 
 from meshlib.errors import ConfigError, MeshlibError
 from meshlib.local.mesh import LocalMesh
-from meshlib.local.prometheus import sweep_stale_dirs
+from meshlib.local.tempdirs import sweep_stale_dirs
 
 WORLD = [SERVICES, CH5 / "webapp-catalog-gw-vs.yaml"]
 
@@ -209,11 +209,14 @@ from meshlib.local.process import load_image_map
 
 mesh = LocalMesh([{manifests!r}], port=0, images=load_image_map({config!r})).start()
 pids = [c._proc.pid for p in mesh.pods() for c in p.apps if hasattr(c, "_proc")]
+envoys = [p.sidecar.envoy.pid for p in mesh.pods() if p.sidecar is not None]
+pids += envoys
+dirs = [str(mesh.workdir)] + [str(p.sidecar.envoy.workdir) for p in mesh.pods() if p.sidecar is not None]
 prom_dir = None
 if mesh.prometheus is not None:
     pids.append(mesh.prometheus.pid)
-    prom_dir = str(mesh.prometheus.dir)
-print(json.dumps({{"pids": pids, "dir": prom_dir}}), flush=True)
+    dirs.append(str(mesh.prometheus.dir))
+print(json.dumps({{"pids": pids, "envoys": len(envoys), "dirs": dirs}}), flush=True)
 time.sleep(60)
 """
 USER_IMAGE = """
@@ -258,11 +261,12 @@ def test_children_die_when_meshlib_is_killed(tmp_path):
         proc.kill()
         proc.wait(10)
     assert pids, "the mesh started no child process to check"
+    assert started["envoys"] >= 2, started  # the gateway's and the orders pod's Envoy
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.1)
     assert not [p for p in pids if _alive(p)], "a child process outlived a killed meshlib"
-    if started["dir"]:  # no cleanup code ran: the next Prometheus start sweeps the dead run's temp dir
-        assert os.path.isdir(started["dir"])
-        sweep_stale_dirs()
-        assert not os.path.exists(started["dir"])
+    # no cleanup code ran: the next meshlib start sweeps the dead run's temp dirs (mesh, Envoys, Prometheus)
+    assert all(os.path.isdir(d) for d in started["dirs"]), started["dirs"]
+    sweep_stale_dirs()
+    assert not [d for d in started["dirs"] if os.path.exists(d)]

@@ -22,7 +22,6 @@ import json
 import re
 import shutil
 import signal
-import tempfile
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ import aiohttp
 from meshlib.errors import MeshlibError
 from meshlib.local.children import die_with_parent
 from meshlib.local.envoy.binary import EnvoyBinary, envoy_reason
+from meshlib.local.tempdirs import owned_dir
 
 XDS_CLUSTER = "xds-grpc"
 LOG_FORMAT = "%L %n: %v"  # level letter, logger, message: short lines for error messages
@@ -146,7 +146,7 @@ class EnvoyProcess:
         """Start Envoy and wait until its admin API answers `/ready` (any status: it may still be warming)."""
         if self._proc is not None:
             return
-        self._dir = Path(tempfile.mkdtemp(prefix=f"meshlib-envoy-{_safe(self.name)}-"))
+        self._dir = owned_dir(f"envoy-{_safe(self.name)}")
         config_file = self._dir / "envoy.json"
         config_file.write_text(json.dumps(self.bootstrap), encoding="utf-8")
         admin_file = self._dir / "admin-address"

@@ -1,0 +1,96 @@
+"""The embedded mesh as istiod + Envoy: config reaches running proxies like xDS, a rejected config changes
+nothing, `proxy-config` shows what Envoy runs, `proxy-status` shows whether each proxy runs the latest push."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from meshclient import CH5, NS, SERVICES, WEBAPP_HOST, request, send_many
+
+from meshlib.local.mesh import ProxyRejected
+from meshlib.local.serve import Handlers
+from meshlib.xds.dialect import from_config_dump, routes_table
+
+WORLD = [SERVICES, CH5 / "webapp-catalog-gw-vs.yaml", CH5 / "catalog-dest-rule.yaml"]
+TOO_COMPLEX = """\
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: catalog}
+spec:
+  hosts: [catalog]
+  http:
+  - match: [{uri: {regex: "/items/[a-z0-9]{1,200}"}}]
+    route: [{destination: {host: catalog, subset: version-v2}}]
+"""
+
+
+def envoy_pids(mesh) -> dict[str, int]:
+    return {p.name: p.sidecar.envoy.pid for p in mesh.pods() if p.sidecar is not None}
+
+
+def images(replies) -> int:
+    return sum("imageUrl" in r.text for r in replies)
+
+
+def test_apply_changes_running_envoys_without_restarting_them(start_mesh):
+    mesh = start_mesh(WORLD)
+    before = envoy_pids(mesh)
+    assert images(send_many(mesh, "/api/catalog", WEBAPP_HOST, 20)) > 0  # v1 and v2 both answer
+
+    mesh.apply([CH5 / "catalog-vs-v1-mesh.yaml"])
+
+    assert images(send_many(mesh, "/api/catalog", WEBAPP_HOST, 20)) == 0  # the route now pins v1
+    assert envoy_pids(mesh) == before, "a config change restarted a proxy"
+    assert {status.state for _, status in mesh.proxy_status()} == {"SYNCED"}
+
+
+def test_a_config_envoy_rejects_is_one_clear_error_and_changes_nothing(start_mesh):
+    mesh = start_mesh(WORLD)
+    mesh.apply([CH5 / "catalog-vs-v1-mesh.yaml"])
+    before = envoy_pids(mesh)
+    vs_before = mesh.store.get("VirtualService", NS, "catalog")
+    assert vs_before is not None and str(vs_before.source).endswith("catalog-vs-v1-mesh.yaml:1")
+
+    with pytest.raises(ProxyRejected) as err:
+        mesh.apply(text=TOO_COMPLEX)
+
+    message = str(err.value)
+    assert "VirtualService/catalog.istioinaction (<inline>:1) not applied" in message, message
+    assert "RE2 program size" in message and "every proxy keeps its last good config" in message, message
+    assert "\n" not in message
+    assert mesh.store.get("VirtualService", NS, "catalog") is vs_before  # the store is as before
+    assert {status.state for _, status in mesh.proxy_status()} == {"SYNCED"}
+    assert envoy_pids(mesh) == before
+    replies = send_many(mesh, "/api/catalog", WEBAPP_HOST, 20)
+    assert [r.status for r in replies] == [200] * 20 and images(replies) == 0  # still the last good route
+
+
+def test_proxy_config_shows_what_the_running_envoy_has(start_mesh):
+    mesh = start_mesh(WORLD)
+    mesh.apply([CH5 / "catalog-vs-v2-request-mesh.yaml"])
+    dump = mesh.config_dump("webapp", NS)
+    kinds = {c["@type"].rsplit(".", 1)[-1] for c in dump["configs"]}
+    assert {"ListenersConfigDump", "ClustersConfigDump", "RoutesConfigDump", "EndpointsConfigDump"} <= kinds
+    pc = from_config_dump(dump, "webapp", "sidecar", NS)
+    table = routes_table(pc)
+    assert "catalog-vs-from-sidecar" in table or "catalog" in table
+    v2 = "outbound|80|version-v2|catalog.istioinaction.svc.cluster.local"
+    assert v2 in pc.clusters and pc.clusters[v2]["type"] == "EDS"
+
+    out = Handlers(mesh, None).proxy_config({"proxy": "deploy/webapp", "namespace": NS, "what": "endpoints"})
+    catalog_v2 = mesh.find_pods("catalog-v2", NS)[0]
+    assert f"{catalog_v2.ip}:3000" in out and v2 in out, out
+    raw = json.loads(Handlers(mesh, None).proxy_config({"proxy": "deploy/webapp", "namespace": NS,
+                                                        "what": "all", "output": "config_dump"}))
+    assert raw["configs"][0]["@type"].startswith("type.googleapis.com/envoy.admin.v3.")
+
+
+def test_proxy_status_lists_every_proxy_synced(start_mesh):
+    mesh = start_mesh(WORLD)
+    out = Handlers(mesh, None).proxy_status({})
+    lines = out.splitlines()
+    assert lines[0].split()[:6] == ["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS"]
+    assert len(lines) - 1 == len(mesh.pods())
+    assert all(line.split()[2:6] == ["SYNCED"] * 4 for line in lines[1:]), out
+    assert request(mesh, "/api/catalog", WEBAPP_HOST).status == 200
