@@ -23,6 +23,19 @@ import yaml
 from hypothesis import strategies as st
 
 NS = "istioinaction"
+# Probes of what Envoy does to a request before routing. Those it handles unlike the router are known
+# disagreements (test_router_vs_envoy.py::test_known_disagreement), left out of generation until the router is
+# fixed: a header sent twice (REPEATED_HEADERS), dot segments and percent-encoded letters in the path
+# ("/./", "/x1/../", "%61": Envoy normalizes the path first) and encoded query values ("%41", "a+b", "a%2Cb":
+# Envoy matches them undecoded). A fragment (`/a#b`) is no probe at all: Envoy answers 400 before routing.
+# Fault delays are left out too (DELAY_FAULTS): Envoy flags a delayed request that then finds no cluster (or no
+# healthy host) DI,NC (DI,UH); the router says NC (UH). And a header or query parameter match on the empty
+# prefix (EMPTY_PREFIX): Istio makes it a presence match, meshlib sends `prefix: ""`, which Envoy rejects.
+REPEATED_HEADERS = False
+DELAY_FAULTS = False
+EMPTY_PREFIX = False
+PATH_PROBES: tuple[str, ...] = ("//",)
+QUERY_PROBES: tuple[str, ...] = ()
 SUBSET_NAMES = ("a", "b", "c", "d")
 SUBSET_LABELS: tuple[dict[str, str], ...] = (
     {"version": "v1"}, {"version": "v2"}, {"version": "v3"}, {"track": "stable"}, {"track": "canary"},
@@ -32,19 +45,8 @@ HEADER_NAMES = ("x-a", "x-b")
 QUERY_NAMES = ("q", "r")
 METHODS = ("GET", "POST", "PUT", "DELETE")
 SEGMENTS = ("a", "b", "ab", "A", "x1")
-VALUES = ("a", "b", "ab", "A", "a,b", "a-1")
-PREFIX_VALUES = ("a", "A", "ab")
-# Probes of what Envoy does to a request before routing. Those it handles unlike the router are known
-# disagreements (test_router_vs_envoy.py::test_known_disagreement), left out of generation until the router is
-# fixed: a header sent twice (REPEATED_HEADERS), dot segments and percent-encoded letters in the path
-# ("/./", "/x1/../", "%61": Envoy normalizes the path first) and encoded query values ("%41", "a+b", "a%2Cb":
-# Envoy matches them undecoded). A fragment (`/a#b`) is no probe at all: Envoy answers 400 before routing.
-# Fault delays are left out too (DELAY_FAULTS): Envoy flags a delayed request that then finds no cluster (or no
-# healthy host) DI,NC (DI,UH); the router says NC (UH).
-REPEATED_HEADERS = False
-DELAY_FAULTS = False
-PATH_PROBES: tuple[str, ...] = ("//",)
-QUERY_PROBES: tuple[str, ...] = ()
+VALUES = ("a", "b", "ab", "A", "a,b", "a-1", "")
+PREFIX_VALUES = ("a", "A", "ab", *(("",) if EMPTY_PREFIX else ()))
 AUTHORITY_PROBES = ("catalog.istioinaction.svc.cluster.local.",)
 # characters a regex-satisfying string may use: unreserved in paths, headers and query strings alike
 SAFE = "abAB1x-"
@@ -183,7 +185,7 @@ def draw_match_block(draw: st.DrawFn) -> dict[str, Any]:
         block["uri"] = draw_uri_match(draw)
     if draw(_int[9]) < 4:
         block["headers"] = {name: draw_value_match(draw) for name in _names(draw, "header")}
-    if draw(_int[9]) < 2:
+    if draw(_int[9]) < 3:
         block["withoutHeaders"] = {draw(_pick["header"]): draw_value_match(draw)}
     if draw(_int[9]) < 3:
         block["queryParams"] = {name: draw_value_match(draw) for name in _names(draw, "query")}
@@ -301,8 +303,8 @@ def draw_request(draw: st.DrawFn, rules: list[dict[str, Any]]) -> Req:
         path = uri["prefix"] + draw(_pick["prefix_tail"])
     else:
         path = draw_matching(draw, uri["regex"])
-    if target.get("ignoreUriCase") and draw(_bool):
-        path = _swapcase_some(draw, path)
+    if target.get("ignoreUriCase") and draw(_int[3]) > 0:
+        path = path.upper() if draw(_bool) else _swapcase_some(draw, path)
 
     query: list[tuple[str, str]] = []
     for name, spec in (target.get("queryParams") or {}).items():

@@ -305,6 +305,7 @@ class XdsServer:
         self._nodes: dict[str, _Node] = {}
         self._streams: set[_Stream] = set()
         self._server: grpc.Server | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._closed = False
 
     def start(self, port: int = 0) -> int:
@@ -314,7 +315,8 @@ class XdsServer:
         if self._server is not None:
             return self.port
         # every connected Envoy holds one worker for its stream's lifetime
-        server = grpc.server(ThreadPoolExecutor(max_workers=self._max_proxies + 4, thread_name_prefix="meshlib-xds"))
+        self._pool = ThreadPoolExecutor(max_workers=self._max_proxies + 4, thread_name_prefix="meshlib-xds")
+        server = grpc.server(self._pool)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
         try:
             bound = server.add_insecure_port(f"{self.host}:{port}")
@@ -342,6 +344,9 @@ class XdsServer:
             stream.events.put(_CLOSED)
         if server is not None:
             server.stop(grace=None).wait(STOP_GRACE)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)  # no handler thread outlives the server
 
     def set_snapshot(self, node_id: str, snapshot: Snapshot) -> None:
         """Store the proxy's snapshot and push it if its Envoy is connected (else when it connects).
