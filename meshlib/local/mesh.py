@@ -102,7 +102,7 @@ class Pod:
     template: str
     peer: Peer
     logs: dict[str, LogBuffer] = field(default_factory=dict)
-    apps: list[RunningApp | ProcessContainer] = field(default_factory=list)
+    apps: list[ProcessContainer] = field(default_factory=list)
     ports: dict[int, tuple[str, int]] = field(default_factory=dict)  # container port -> where the app listens
     sidecar: PodProxy | None = None  # the pod's Envoy (the gateway's own, for the gateway pod)
     ip: str = ""  # the pod's own loopback address
@@ -492,26 +492,32 @@ class LocalMesh:
         pod.ready = True
 
     async def _start_apps(self, pod: Pod) -> None:
+        """Every container as its own process (builtin images through `meshlib.local.apps.host`), listening on
+        the pod's address, with the sidecar as its HTTP_PROXY; a builtin app's bad env fails here, in one line."""
         assert pod.sidecar is not None
         if pod.workload.is_gateway:
             return
+        starting = []
         for c in pod.workload.containers:
             env = self._container_env(pod, c)
-            spec = self.images.get(image_name(c["image"]))
+            user = self.images.get(image_name(c["image"]))
             ports = [p["containerPort"] for p in c.get("ports") or []] or [
-                8080 if spec is not None else default_port(c["image"], env)]
+                8080 if user is not None else default_port(c["image"], env)]
             pod.logs[c["name"]] = LogBuffer()
-            if spec is not None:
-                container = ProcessContainer(c["image"], spec, env, pod.sidecar.outbound_url, pod.logs[c["name"]])
-                pod.apps.append(container)
-                await container.start()
-                pod.ports.update({p: ("127.0.0.1", container.port) for p in ports})
-                continue
-            ctx = AppContext(env=env, log=pod.logs[c["name"]].write, proxy=pod.sidecar.outbound_url,
-                             namespace=pod.namespace, pod_name=pod.name, rng=random.Random(self.rng.random()))
-            running = await start_app(lookup_image(c["image"])(ctx), pod.ip, 0)
-            pod.apps.append(running)
-            pod.ports.update({p: (pod.ip, running.port) for p in ports})
+            if user is None:
+                ctx = AppContext(env=env, log=pod.logs[c["name"]].write, proxy=pod.sidecar.outbound_url,
+                                 namespace=pod.namespace, pod_name=pod.name)
+                lookup_image(c["image"])(ctx)  # builds the app once here: a bad env value is an error now
+                env = {**env, "MESHLIB_POD": pod.name, "MESHLIB_NAMESPACE": pod.namespace,
+                       "MESHLIB_SEED": str(self.rng.random())}
+                # user images listen on 127.0.0.1:$PORT (the documented contract); builtin ones on the pod's IP
+            container = ProcessContainer(c["image"], user or ImageCommand.builtin(c["image"]), env,
+                                         pod.sidecar.outbound_url, pod.logs[c["name"]],
+                                         host="127.0.0.1" if user is not None else pod.ip)
+            pod.apps.append(container)
+            pod.ports.update({p: (container.host, container.port) for p in ports})
+            starting.append(container.start())
+        await asyncio.gather(*starting)
 
     async def _stop_pod(self, pod: Pod) -> None:
         pod.ready = False

@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,12 @@ READY_TIMEOUT = 15.0
 @dataclass(frozen=True)
 class ImageCommand:
     command: tuple[str, ...]
-    source: Source
+    source: Source | None  # where meshlib.yaml maps the image; None for a builtin image
+
+    @classmethod
+    def builtin(cls, image: str) -> ImageCommand:
+        """A builtin image, run as its own process (`meshlib.local.apps.host`)."""
+        return cls((sys.executable, "-m", "meshlib.local.apps.host", image), None)
 
 
 def load_image_map(path: str | Path) -> dict[str, ImageCommand]:
@@ -58,35 +64,44 @@ def load_image_map(path: str | Path) -> dict[str, ImageCommand]:
     return out
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
 class ProcessContainer:
     """Runs the command, feeds its output to the log, restarts it when it exits, stops it on close()."""
 
-    def __init__(self, image: str, spec: ImageCommand, env: dict[str, str], proxy: str, log: LogBuffer) -> None:
-        self.image, self.spec, self.log = image, spec, log
-        self.port = free_port()
-        self.env = {**os.environ, **env, "PORT": str(self.port), "HTTP_PROXY": proxy, "http_proxy": proxy,
-                    "NO_PROXY": "", "no_proxy": ""}
+    def __init__(self, image: str, spec: ImageCommand, env: dict[str, str], proxy: str, log: LogBuffer,
+                 host: str = "127.0.0.1") -> None:
+        self.image, self.spec, self.log, self.host = image, spec, log, host
+        self.port = free_port(host)
+        self.env = {**os.environ, **env, "HOST": host, "PORT": str(self.port), "HTTP_PROXY": proxy,
+                    "http_proxy": proxy, "NO_PROXY": "", "no_proxy": ""}
         self.restarts = 0
         self.ready = asyncio.Event()
+        self.exited_early: int | None = None  # the exit code when the first run ended before it listened
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[Any] | None = None
 
     async def start(self) -> None:
         self._task = asyncio.ensure_future(self._supervise())
-        try:
-            await asyncio.wait_for(self.ready.wait(), READY_TIMEOUT)
-        except TimeoutError:
-            await self.close()
-            tail = "; ".join(self.log.read(tail=3)) or "no output"
-            raise MeshlibError(f"{self.image}: `{' '.join(self.spec.command)}` did not listen on 127.0.0.1:{self.port}"
-                               f" ($PORT) within {READY_TIMEOUT:g}s (mapped at {self.spec.source}); last output: "
-                               f"{tail}") from None
+        deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
+        while not self.ready.is_set() and self.exited_early is None:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ready.wait(), min(left, 0.05))
+        if self.ready.is_set():
+            return
+        await self.close()
+        tail = "; ".join(self.log.read(tail=3)) or "no output"
+        mapped = f" (mapped at {self.spec.source})" if self.spec.source else ""
+        why = (f"exited with code {self.exited_early} before it listened" if self.exited_early is not None
+               else f"did not listen on {self.host}:{self.port} ($HOST:$PORT) within {READY_TIMEOUT:g}s")
+        raise MeshlibError(f"{self.image}: `{' '.join(self.spec.command)}` {why}{mapped}; last output: {tail}")
 
     async def _supervise(self) -> None:
         backoff = 0.1
@@ -107,6 +122,8 @@ class ProcessContainer:
                 self.log.write(line.decode(errors="replace"))
             code = await self._proc.wait()
             waiter.cancel()
+            if not self.ready.is_set() and self.restarts == 0:
+                self.exited_early = code
             self.ready.clear()
             self.restarts += 1
             self.log.write(f"meshlib: container exited with code {code}; restarting in {backoff:g}s "
@@ -117,7 +134,7 @@ class ProcessContainer:
     async def _wait_listening(self) -> None:
         while True:
             try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                _, writer = await asyncio.open_connection(self.host, self.port)
                 writer.close()
                 self.ready.set()
                 return
