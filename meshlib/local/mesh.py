@@ -258,8 +258,8 @@ class LocalMesh:
         self._configs = self._translate()
         pod = self._new_pod(gw_workload)
         self.gateway_pod = pod
-        await self._start_pod(pod)
-        await self._reconcile()
+        await asyncio.gather(self._start_pod(pod), self._reconcile())  # the gateway starts beside the pods
+        await self._push_all()  # every proxy on the final state (a no-op when the reconcile's push had it all)
 
     def _start_prometheus(self) -> None:
         """After the pods: a Prometheus that scrapes them. It does not wait here for the first scrapes (Prometheus
@@ -482,21 +482,22 @@ class LocalMesh:
                                workdir=self.workdir, xds=self.xds.address, resolver=self,
                                ledger=self.ledger)
         try:
-            await self._start_apps(pod)
+            starting = self._plan_apps(pod)  # their ports are known now: the proxy can start beside them
             version = self._push(pod, self._pod_index())
-            await pod.sidecar.start()
+            await asyncio.gather(*starting, pod.sidecar.start())
             await self._synced([(pod, version)])
         except BaseException:
             await self._stop_pod(pod)
             raise
         pod.ready = True
 
-    async def _start_apps(self, pod: Pod) -> None:
+    def _plan_apps(self, pod: Pod) -> list[Coroutine[Any, Any, None]]:
         """Every container as its own process (builtin images through `meshlib.local.apps.host`), listening on
-        the pod's address, with the sidecar as its HTTP_PROXY; a builtin app's bad env fails here, in one line."""
+        the pod's address, with the sidecar as its HTTP_PROXY: their ports, and the coroutines that start them.
+        A builtin app's bad env fails here, in one line."""
         assert pod.sidecar is not None
         if pod.workload.is_gateway:
-            return
+            return []
         starting = []
         for c in pod.workload.containers:
             env = self._container_env(pod, c)
@@ -517,7 +518,7 @@ class LocalMesh:
             pod.apps.append(container)
             pod.ports.update({p: (container.host, container.port) for p in ports})
             starting.append(container.start())
-        await asyncio.gather(*starting)
+        return starting
 
     async def _stop_pod(self, pod: Pod) -> None:
         pod.ready = False

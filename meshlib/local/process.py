@@ -85,6 +85,12 @@ class ProcessContainer:
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[Any] | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The running command's pid (None between restarts)."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.returncode is None else None
+
     async def start(self) -> None:
         self._task = asyncio.ensure_future(self._supervise())
         deadline = asyncio.get_running_loop().time() + READY_TIMEOUT

@@ -34,6 +34,7 @@ class Run:
     elapsed: float
     latencies_ms: list[float]
     errors: int
+    cpu_seconds: float  # what the load generator itself used
 
     @property
     def rps(self) -> float:
@@ -61,10 +62,10 @@ async def _load(url: str, host: str | None, requests: int, concurrency: int) -> 
     timeout = aiohttp.ClientTimeout(total=120)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return Run(requests, elapsed, latencies, errors)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return Run(requests, elapsed, latencies, errors, cpu)
 
 
 def _child(args: tuple[str, str | None, int, int]) -> Run:
@@ -96,6 +97,25 @@ def cold_start(runs: int = 5) -> list[float]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (/proc/PID/stat), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes(mesh: LocalMesh) -> dict[str, int]:
+    """Every process of the mesh by role: each pod's Envoy and app, and meshlib itself."""
+    out = {"meshlib (xDS, records, mesh loop)": os.getpid()}
+    for pod in mesh.pods():
+        short = pod.workload.name
+        if pod.sidecar is not None:
+            out[f"{short} Envoy"] = pod.sidecar.envoy.pid
+        for i, app in enumerate(pod.apps):
+            if app.pid:
+                out[f"{short} app" + (f" {i}" if i else "")] = app.pid
+    return out
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -123,8 +143,13 @@ def main() -> None:
     with LocalMesh(WALKTHROUGH, namespace=NS, port=0, seed=1, prometheus=False) as mesh:
         catalog = mesh.find_pods("catalog", NS)[0]
         app_host, app_port = catalog.ports[3000]
+        procs = processes(mesh)
+        before = {name: cpu_seconds(pid) for name, pid in procs.items()}
         rows = {
             "gateway → webapp → catalog": load(f"{mesh.gateway_url}/api/catalog", WEBAPP, n, c),
+        }
+        spent = {name: cpu_seconds(pid) - before[name] for name, pid in procs.items()}
+        rows |= {
             "catalog through its sidecar": load(f"http://{catalog.ip}:3000/items", "catalog.istioinaction", n, c),
             "catalog app alone": load(f"http://{app_host}:{app_port}/items", None, n, c),
         }
@@ -139,6 +164,12 @@ def main() -> None:
     print(f"gateway → webapp → catalog at c={c}: {chain.rps:.0f} req/s — target ≥ 2000: {verdict(chain.rps >= 2000)}")
     print(f"catalog through its sidecar / app alone: {ratio:.0%} — target ≥ 40%: {verdict(ratio >= 0.4)}")
     print(f"added p50 per proxy hop (sidecar inbound): {hop:.2f} ms — target ≤ 1 ms: {verdict(hop <= 1.0)}")
+    per_request = {name: 1000 * sec / (n + min(200, n)) for name, sec in spent.items() if sec > 0}
+    per_request["load generator (aiohttp)"] = 1000 * chain.cpu_seconds / n
+    total = sum(per_request.values())
+    parts = ", ".join(f"{name} {ms:.2f}" for name, ms in sorted(per_request.items(), key=lambda kv: -kv[1]))
+    print(f"CPU per request along gateway → webapp → catalog (ms): {parts}; total {total:.2f} ms, so at most "
+          f"{1000 * (os.cpu_count() or 1) / max(total, 1e-9):.0f} req/s on {os.cpu_count()} cores")
     print("RSS per proxy: " + ", ".join(f"{name.rsplit('-', 2)[0]} {mib:.0f} MiB" for name, mib in sorted(rss.items()))
           + f" (median {statistics.median(rss.values()):.0f} MiB)")
 
