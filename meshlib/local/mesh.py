@@ -148,7 +148,8 @@ class LocalMesh:
         self._thread: threading.Thread | None = None
         self._pods: dict[tuple[str, str], list[Pod]] = {}
         self._configs: dict[tuple[str, str], ProxyConfig] = {}
-        self._by_ip: dict[str, Pod] = {}
+        self._by_ip: dict[str, Pod] = {}  # every pod this mesh started (a stopped pod's late records still resolve)
+        self._by_name: dict[str, Pod] = {}
         self.gateway_pod: Pod | None = None
         self._gateway_port = 0
         self.envoy: EnvoyBinary | None = None
@@ -475,7 +476,7 @@ class LocalMesh:
         assert self.workdir is not None
         w = pod.workload
         pod.ip = self.network.allocate()
-        self._by_ip[pod.ip] = pod
+        self._by_ip[pod.ip] = self._by_name[pod.name] = pod
         pod.logs[PROXY_CONTAINER] = LogBuffer()
         pod.sidecar = PodProxy(self.envoy, kind="gateway" if w.is_gateway else "sidecar", ip=pod.ip, pod=pod.name,
                                namespace=pod.namespace, peer=pod.peer, log=pod.logs[PROXY_CONTAINER],
@@ -586,7 +587,7 @@ class LocalMesh:
         return (services[0].host, services[0].name, services[0].namespace) if services else None
 
     def _pod_named(self, name: str) -> Pod | None:
-        return next((p for p in self._by_ip.values() if p.name == name), None)
+        return self._by_name.get(name)
 
     def _refresh_records(self) -> int:
         """Read every proxy's new records; how many were new."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from meshlib.xds.model import ProxyConfig
@@ -25,19 +26,7 @@ def camel(name: str) -> str:
 
 def to_camel(value: Any) -> Any:
     """Envoy's snake_case proto JSON to istioctl's camelCase (data-keyed maps and `@type` kept)."""
-    if isinstance(value, list):
-        return [to_camel(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    out: dict[str, Any] = {}
-    for key, v in value.items():
-        if key.startswith("@"):
-            out[key] = v
-        elif camel(key) in MAP_FIELDS:
-            out[camel(key)] = {k: to_camel(x) for k, x in v.items()}
-        else:
-            out[camel(key)] = to_camel(v)
-    return out
+    return _rename_fields(value, camel)
 
 
 def from_config_dump(dump: dict[str, Any], proxy_id: str, kind: str, namespace: str) -> ProxyConfig:
@@ -69,18 +58,23 @@ def _strip_type(resource: dict[str, Any]) -> dict[str, Any]:
 
 def to_snake(value: Any) -> Any:
     """Convert every proto field name to snake_case, keeping data-keyed maps and `@type` intact."""
+    return _rename_fields(value, snake)
+
+
+def _rename_fields(value: Any, rename: Callable[[str], str]) -> Any:
+    """Rename proto field names throughout `value`; keys of data-keyed maps (MAP_FIELDS) and `@type` stay."""
     if isinstance(value, list):
-        return [to_snake(v) for v in value]
+        return [_rename_fields(v, rename) for v in value]
     if not isinstance(value, dict):
         return value
     out: dict[str, Any] = {}
     for key, v in value.items():
         if key.startswith("@"):
             out[key] = v
-        elif key in MAP_FIELDS:
-            out[snake(key)] = {k: to_snake(x) for k, x in v.items()}
+        elif camel(key) in MAP_FIELDS:
+            out[rename(key)] = {k: _rename_fields(x, rename) for k, x in v.items()}
         else:
-            out[snake(key)] = to_snake(v)
+            out[rename(key)] = _rename_fields(v, rename)
     return out
 
 

@@ -105,7 +105,7 @@ def cpu_seconds(pid: int) -> float:
 
 def processes(mesh: LocalMesh) -> dict[str, int]:
     """Every process of the mesh by role: each pod's Envoy and app, and meshlib itself."""
-    out = {"meshlib (xDS, records, mesh loop)": os.getpid()}
+    out = {"meshlib and the bench (xDS, mesh loop, results)": os.getpid()}
     for pod in mesh.pods():
         short = pod.workload.name
         if pod.sidecar is not None:
