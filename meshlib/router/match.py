@@ -37,16 +37,16 @@ def string_match(spec: Json, value: str, ignore_case: bool = False) -> bool:
 
 
 def header_matches(matcher: Json, request: Request) -> bool:
-    value = request.header(matcher["name"])
+    values = request.header_values(matcher["name"])
     if matcher.get("presentMatch"):
-        result = value is not None
-    elif value is None:
+        result = bool(values)
+    elif not values:
         if matcher.get("treatMissingHeaderAsEmpty"):
             result = string_match(matcher.get("stringMatch") or {}, "")
         else:
             return bool(matcher.get("invertMatch"))  # absent header: a plain matcher fails; inverted passes
-    else:
-        result = string_match(matcher.get("stringMatch") or {}, value)
+    else:  # a repeated header matches when any one of its values does
+        result = any(string_match(matcher.get("stringMatch") or {}, v) for v in values)
     return not result if matcher.get("invertMatch") else result
 
 
@@ -61,14 +61,16 @@ def query_matches(matcher: Json, request: Request) -> bool:
 
 def route_matches(match: Json, request: Request) -> bool:
     case_sensitive = match.get("caseSensitive", True)
+    path = request.normalized_path  # with the query: prefix matching sees it, exact and regex do not
+    path_only = path.split("?", 1)[0]
     if "prefix" in match:
-        if not string_match({"prefix": match["prefix"]}, request.path, ignore_case=not case_sensitive):
+        if not string_match({"prefix": match["prefix"]}, path, ignore_case=not case_sensitive):
             return False
     elif "path" in match:
-        if not string_match({"exact": match["path"]}, request.path_only, ignore_case=not case_sensitive):
+        if not string_match({"exact": match["path"]}, path_only, ignore_case=not case_sensitive):
             return False
     elif "safeRegex" in match:
-        if not full_match(match["safeRegex"]["regex"], request.path_only):
+        if not full_match(match["safeRegex"]["regex"], path_only):
             return False
     return (all(header_matches(h, request) for h in match.get("headers") or [])
             and all(query_matches(q, request) for q in match.get("queryParameters") or []))

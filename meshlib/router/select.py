@@ -133,13 +133,14 @@ def _apply_route(pc: ProxyConfig, d: Decision, route: Json, rng: random.Random,
             d.fault = FaultDecision(delay, abort)
         if abort:
             return _local(d, abort, "FI" if not delay else "DI,FI", "fault_filter_abort", "fault filter abort")
+    delayed = "DI," if d.fault and d.fault.delay_seconds else ""  # a delayed request keeps DI whatever follows
     if d.cluster not in pc.clusters:
-        return _local(d, 503, "NC", "cluster_not_found")
+        return _local(d, 503, delayed + "NC", "cluster_not_found")
     count = (healthy or {}).get(d.cluster) if healthy is not None else None
     if count is None:
         count = len(pc.endpoints.get(d.cluster, [])) if d.cluster != PASSTHROUGH else 1
     if count == 0:
-        return _local(d, 503, "UH", "no_healthy_upstream", "no healthy upstream")
-    if d.fault and d.fault.delay_seconds:
+        return _local(d, 503, delayed + "UH", "no_healthy_upstream", "no healthy upstream")
+    if delayed:
         d.flags = "DI"
     return d

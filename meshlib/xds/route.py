@@ -51,7 +51,8 @@ def string_match(spec: dict[str, str]) -> Json:
 
 
 def _is_presence(spec: dict[str, str]) -> bool:
-    return not spec or spec.get("regex") == "*"
+    """`{}`, `regex: "*"` and `prefix: ""` all mean "present with any value" (Envoy rejects an empty prefix)."""
+    return not spec or spec.get("regex") == "*" or spec.get("prefix") == ""
 
 
 def header_matchers(match: dict[str, Any]) -> list[Json]:

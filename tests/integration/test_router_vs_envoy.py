@@ -37,7 +37,7 @@ from vs_strategies import Case, Req, cases
 
 from meshlib.local.envoy.records import OUTBOUND, Record, RecordFile, parse_record
 from meshlib.local.envoy.sidecar import ADMIN_PORT
-from meshlib.local.mesh import LocalMesh, ProxyRejected
+from meshlib.local.mesh import LocalMesh
 from meshlib.router import Decision, Request, select_route
 from meshlib.stats import multinomial_check
 from meshlib.xds import ProxyConfig
@@ -389,18 +389,14 @@ def _rule(name: str, match: dict | None, subset: str = "a", **extra: object) -> 
 _DR = {"host": "catalog", "subsets": [{"name": "a", "labels": {"version": "v1"}},
                                       {"name": "empty", "labels": {"version": "v9"}}]}
 _DELAY = {"delay": {"fixedDelay": "0.001s", "percentage": {"value": 100}}}
-FIX_ROUTER = "router/Envoy disagreement (see its comment); when fixed, drop the case and turn its generator knob on"
-FIX_TRANSLATION = "translation Envoy rejects (see its comment); when fixed, drop the case and turn its knob on"
 
 
-def known(rules: list[dict], req: Req, case_id: str, *, nack: bool = False) -> Any:
-    """A `pytest.param` for a known disagreement, expected to fail (strictly) until it is fixed."""
-    raises = ProxyRejected if nack else AssertionError
-    mark = pytest.mark.xfail(strict=True, raises=raises, reason=FIX_TRANSLATION if nack else FIX_ROUTER)
-    return pytest.param(rules, req, id=case_id, marks=mark)
+def known(rules: list[dict], req: Req, case_id: str) -> Any:
+    """A case where the router and Envoy once disagreed (found by this test), kept as a regression case."""
+    return pytest.param(rules, req, id=case_id)
 
 
-KNOWN_DISAGREEMENTS = [
+FORMER_DISAGREEMENTS = [
     # Envoy 1.40 matches a header sent twice when any one of its values matches; the router joins the values
     # with "," first (Request.header), so `x-a: a` + `x-a: b` is "a,b" and misses exact "b": predicted 404 NR,
     # Envoy routes to rule `hit` (v1).  Generator knob: vs_strategies.REPEATED_HEADERS.
@@ -427,14 +423,14 @@ KNOWN_DISAGREEMENTS = [
     # match (isCatchAllHeaderMatch); meshlib sends `stringMatch: {prefix: ""}`, which Envoy rejects ("value length
     # must be at least 1 characters"), so `mesh.apply` raises ProxyRejected.  Knob: EMPTY_PREFIX.
     known([_rule("hit", {"headers": {"x-a": {"prefix": ""}}})], Req("GET", "/", "catalog", (("x-a", "b"),)),
-          "empty-header-prefix", nack=True),
+          "empty-header-prefix"),
     known([_rule("hit", {"queryParams": {"q": {"prefix": ""}}})], Req("GET", "/?q=b", "catalog"),
-          "empty-query-prefix", nack=True),
+          "empty-query-prefix"),
 ]
 
 
-@pytest.mark.parametrize(("rules", "req"), KNOWN_DISAGREEMENTS)
-def test_known_disagreement(mesh: LocalMesh, client: Client, rules: list[dict], req: Req) -> None:
+@pytest.mark.parametrize(("rules", "req"), FORMER_DISAGREEMENTS)
+def test_former_disagreement_now_agrees(mesh: LocalMesh, client: Client, rules: list[dict], req: Req) -> None:
     config = Case(_DR, rules, [req]).yaml()
     mesh.apply(text=config)
     pc = mesh.proxy_config(CLIENT, NS)

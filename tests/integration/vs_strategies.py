@@ -23,17 +23,16 @@ import yaml
 from hypothesis import strategies as st
 
 NS = "istioinaction"
-# What the generator leaves out, each because the router and Envoy disagree there (minimal repros:
-# test_router_vs_envoy.py::test_known_disagreement). Turn a knob back on when its case is fixed.
-REPEATED_HEADERS = False  # a header sent twice: Envoy matches any one value, the router the values joined by ","
-DELAY_FAULTS = False  # a delay, then no cluster / no healthy host: Envoy flags DI,NC / DI,UH, the router NC / UH
-EMPTY_PREFIX = False  # header/query `prefix: ""`: istiod sends a presence match, meshlib `prefix: ""` (Envoy NACKs)
-# Probes of what Envoy does to a request before it routes it. Left out for the same reason: dot segments and
-# percent-encoded letters in the path ("/./", "/x1/../", "%61": the sidecar's HCM normalizes paths, the router
-# does not) and encoded query values ("%41", "a+b", "a%2Cb": Envoy matches them undecoded, the router decodes).
-# Not a probe at all: a fragment ("/a#b"), which Envoy answers with 400 before routing.
-PATH_PROBES: tuple[str, ...] = ("//",)
-QUERY_PROBES: tuple[str, ...] = ()
+# Once disagreements between the router and Envoy (each kept as a regression case in test_router_vs_envoy.py):
+# repeated headers (Envoy matches any one value), a delay before "no cluster"/"no healthy host" (DI,NC / DI,UH),
+# header/query `prefix: ""` (a presence match), and what Envoy does to a request before it routes it: dot
+# segments and percent-encoded letters in the path (the HCM normalizes paths) and encoded query values (matched
+# undecoded). Not a probe: a fragment ("/a#b"), which Envoy answers with 400 before routing.
+REPEATED_HEADERS = True
+DELAY_FAULTS = True
+EMPTY_PREFIX = True
+PATH_PROBES: tuple[str, ...] = ("//", "/./", "/x1/../", "%61")
+QUERY_PROBES: tuple[str, ...] = ("%41", "a+b", "a%2Cb")
 AUTHORITY_PROBES = ("catalog.istioinaction.svc.cluster.local.",)
 SUBSET_NAMES = ("a", "b", "c", "d")
 SUBSET_LABELS: tuple[dict[str, str], ...] = (
