@@ -648,8 +648,8 @@ class LocalMesh:
             return self.canaries.log.read(since)
         lines: list[str] = []
         pods = self.find_pods(workload, namespace)
-        if container == PROXY_CONTAINER:
-            self.settle_records()  # Envoy flushes its access logs every 50 ms: read what it has written so far
+        # apps and Envoy are processes that log through pipes, Envoy flushing every 50 ms: read what they wrote
+        self.settle_records()
         for pod in pods:
             name = container or next((c for c in pod.logs if c != PROXY_CONTAINER), PROXY_CONTAINER)
             if name not in pod.logs:
