@@ -7,33 +7,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import CATALOG_DEFAULT, V1, V2, catalog_routes, catalog_vs, proxy, world, y
+from helpers import CATALOG_DEFAULT, CATALOG_DR, V1, V2, catalog_routes, catalog_vs, proxy, world, y
 
 from meshlib.errors import ConfigError
 
 
 def dr(policy: str, subset_policy: str = "") -> str:
     """The catalog DestinationRule with `policy` (YAML under trafficPolicy) and, optionally, a v2 subset policy."""
-    top = "  trafficPolicy:\n" + "\n".join("    " + line for line in y(policy).splitlines()) if policy else ""
-    sub = ("    trafficPolicy:\n" + "\n".join("      " + line for line in y(subset_policy).splitlines())
+    top = "  trafficPolicy:\n" + "\n".join("    " + line for line in y(policy).splitlines()) + "\n" if policy else ""
+    sub = ("    trafficPolicy:\n" + "\n".join("      " + line for line in y(subset_policy).splitlines()) + "\n"
            if subset_policy else "")
-    return f"""\
-apiVersion: networking.istio.io/v1beta1
-kind: DestinationRule
-metadata:
-  name: catalog
-spec:
-  host: catalog
-{top}
-  subsets:
-  - name: version-v1
-    labels:
-      version: v1
-  - name: version-v2
-    labels:
-      version: v2
-{sub}
-"""
+    assert CATALOG_DR.endswith("      version: v2\n")  # the v2 subset comes last: its policy is appended
+    return CATALOG_DR.replace("  host: catalog\n", "  host: catalog\n" + top) + sub
 
 
 def clusters(policy: str, subset_policy: str = "", version: str | None = None) -> dict[str, Any]:
