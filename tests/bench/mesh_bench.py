@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import uvloop
 
 from meshlib.local.mesh import LocalMesh
 
@@ -69,7 +70,7 @@ async def _load(url: str, host: str | None, requests: int, concurrency: int) -> 
 
 
 def _child(args: tuple[str, str | None, int, int]) -> Run:
-    return asyncio.run(_load(*args))
+    return uvloop.run(_load(*args))
 
 
 def load(url: str, host: str | None, requests: int, concurrency: int) -> Run:
