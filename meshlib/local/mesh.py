@@ -429,7 +429,7 @@ class LocalMesh:
         assert pod.sidecar is not None and self._external is not None
         listen = {GATEWAY_LISTENER: ("127.0.0.1", self._gateway_port)} if pod is self.gateway_pod else {}
         return Placement(pod.ip, str(pod.sidecar.records_path), ("127.0.0.1", self._external.port),
-                         dict(pod.ports), listen)
+                         dict(pod.ports), listen, pod.locality)
 
     def _push(self, pod: Pod, index: dict[tuple[str, str], list[PodEndpoint]]) -> str:
         """Set the pod's snapshot (a whole, consistent config; unchanged content keeps its version)."""

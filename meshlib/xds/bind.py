@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from meshlib.xds.accesslog import record_log
@@ -62,6 +62,7 @@ class Placement:
     internet: tuple[str, int]
     app_ports: Mapping[int, tuple[str, int]] = field(default_factory=dict)  # containerPort -> where the app listens
     listen: Mapping[int, tuple[str, int]] = field(default_factory=dict)  # gateway listener port -> bind address
+    locality: tuple[str, str, str] = ("", "", "")  # the proxy's own (region, zone, subzone)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,8 @@ def socket_address(ip: str, port: int) -> Json:
     return {"socketAddress": {"address": ip, "portValue": port}}
 
 
-def _lb_endpoints(addresses: list[tuple[str, int, tuple[str, str, str]]]) -> list[Json]:
+def _lb_endpoints(addresses: list[tuple[str, int, tuple[str, str, str]]],
+                  priority: Callable[[tuple[str, str, str]], int] | None = None) -> list[Json]:
     by_locality: dict[tuple[str, str, str], list[Json]] = {}
     for ip, port, locality in addresses:
         by_locality.setdefault(locality, []).append(
@@ -96,8 +98,32 @@ def _lb_endpoints(addresses: list[tuple[str, int, tuple[str, str, str]]]) -> lis
         loc = {k: v for k, v in (("region", region), ("zone", zone), ("subZone", subzone)) if v}
         if loc:
             group["locality"] = loc
+        if priority is not None:
+            group["priority"] = priority((region, zone, subzone))
         out.append(group)
+    if priority is not None:  # priorities without gaps, as istiod sends them
+        ranks = {p: i for i, p in enumerate(sorted({g["priority"] for g in out}))}
+        for g in out:
+            g["priority"] = ranks[g["priority"]]
+            if not g["priority"]:
+                del g["priority"]
     return out
+
+
+def failover_priority(proxy: tuple[str, str, str], setting: Json) -> Callable[[tuple[str, str, str]], int]:
+    """istiod's locality failover: the proxy's own subzone first, then its zone, its region, the region named
+    by `failover` for the proxy's region, then everywhere else."""
+    targets = {f.get("from"): f.get("to") for f in setting.get("failover") or []}
+
+    def priority(locality: tuple[str, str, str]) -> int:
+        region, zone, subzone = locality
+        if region == proxy[0]:
+            if zone == proxy[1]:
+                return 0 if subzone == proxy[2] else 1
+            return 2
+        return 3 if targets.get(proxy[0]) == region else 4
+
+    return priority
 
 
 def _static(cluster: Json, addresses: list[tuple[str, int, tuple[str, str, str]]]) -> Json:
@@ -129,7 +155,9 @@ def _bind_clusters(pc: ProxyConfig, place: Placement, pods: PodIndex) -> tuple[l
         elif kind == "EDS":
             addresses = pods_behind + [internet for ref in refs if ref.external_host]
             clusters.append(copy.deepcopy(cluster))
-            endpoints.append({"clusterName": name, "endpoints": _lb_endpoints(addresses)})
+            setting = pc.locality_lb.get(name)
+            ranked = failover_priority(place.locality, setting) if setting is not None and place.locality[0] else None
+            endpoints.append({"clusterName": name, "endpoints": _lb_endpoints(addresses, ranked)})
         else:
             clusters.append(copy.deepcopy(cluster))
     return clusters, endpoints

@@ -41,10 +41,16 @@ def cluster_policy(store: ConfigStore, host: str, port: int, subset: str = "") -
     return effective_policy(drs[0].spec if drs else None, port, subset)
 
 
-def _outbound(store: ConfigStore, svc: ServiceInfo, port: int, subset: str, dr_spec: dict | None) -> Json:
+def _outbound(store: ConfigStore, svc: ServiceInfo, port: int, subset: str, dr_spec: dict | None,
+              pc: ProxyConfig) -> Json:
     name = outbound_cluster(port, subset, svc.host)
     cluster = _cluster(name, svc.resolution, svc, store.profile.default_lb_policy)
-    apply_policy(cluster, effective_policy(dr_spec, port, subset), store.profile.default_lb_policy)
+    policy = effective_policy(dr_spec, port, subset)
+    apply_policy(cluster, policy, store.profile.default_lb_policy)
+    # istiod prioritizes endpoints by locality only with outlier detection (else nothing would fail over)
+    setting = (policy.get("loadBalancer") or {}).get("localityLbSetting") or {}
+    if "outlierDetection" in cluster and setting.get("enabled") is not False:
+        pc.locality_lb[name] = setting
     return cluster
 
 
@@ -63,11 +69,11 @@ def build_clusters(store: ConfigStore, workload: Workload, services: list[Servic
         dr_spec = drs[0].spec if drs else None
         for sp in svc.ports:
             name = outbound_cluster(sp.port, "", svc.host)
-            pc.clusters[name] = _outbound(store, svc, sp.port, "", dr_spec)
+            pc.clusters[name] = _outbound(store, svc, sp.port, "", dr_spec, pc)
             pc.endpoints[name] = _endpoints(store, svc, sp.port, None)
             for subset in (dr_spec or {}).get("subsets") or []:
                 sname = outbound_cluster(sp.port, subset["name"], svc.host)
-                pc.clusters[sname] = _outbound(store, svc, sp.port, subset["name"], dr_spec)
+                pc.clusters[sname] = _outbound(store, svc, sp.port, subset["name"], dr_spec, pc)
                 pc.endpoints[sname] = _endpoints(store, svc, sp.port, subset.get("labels") or {})
     pc.clusters[BLACKHOLE] = {"name": BLACKHOLE, "type": "STATIC", "connectTimeout": "10s"}
     pc.endpoints[BLACKHOLE] = []

@@ -46,6 +46,9 @@ class ProxyConfig:
     outbound_policy: str = "ALLOW_ANY"
     listener_ports: dict[int, str] = field(default_factory=dict)  # port -> route config name
     access_log: bool = False  # Istio's TEXT access log on every HTTP connection manager
+    # clusters whose endpoints are prioritized by locality (outlier detection on, localityLbSetting not disabled):
+    # cluster -> the DestinationRule's localityLbSetting ({} for Istio's defaults)
+    locality_lb: dict[str, Json] = field(default_factory=dict)
     profile_minor: int = 17  # the Istio minor release whose istiod shape this is
 
     def origin(self, route_config: str, virtual_host: str, index: int) -> RouteOrigin | None:

@@ -94,3 +94,48 @@ def test_proxy_status_lists_every_proxy_synced(start_mesh):
     assert len(lines) - 1 == len(mesh.pods())
     assert all(line.split()[2:6] == ["SYNCED"] * 4 for line in lines[1:]), out
     assert request(mesh, "/api/catalog", WEBAPP_HOST).status == 200
+
+
+def _deployment(name: str, version: str, locality: str) -> str:
+    return f"""\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {{app: catalog, version: {version}}}}}
+  template:
+    metadata: {{labels: {{app: catalog, version: {version}, istio-locality: {locality}}}}}
+    spec:
+      containers:
+      - name: catalog
+        image: istioinaction/catalog:latest
+        env: [{{name: SHOW_IMAGE, value: "{str(version == 'v2').lower()}"}}]
+        ports: [{{containerPort: 3000}}]
+"""
+
+
+WEBAPP_IN_ZONE_A = (SERVICES / "webapp" / "kubernetes" / "webapp.yaml").read_text().replace(
+    "      labels:\n        app: webapp\n", "      labels:\n        app: webapp\n        istio-locality: us-east.a\n")
+
+
+def test_with_outlier_detection_traffic_stays_in_the_callers_zone(start_mesh):
+    """Locality failover (istiod's, from pod labels): webapp in us-east/a reaches only the catalog pod of its own
+    zone while that pod is healthy; without outlier detection both zones answer."""
+    assert "istio-locality: us-east.a" in WEBAPP_IN_ZONE_A
+    mesh = start_mesh([SERVICES / "catalog" / "kubernetes" / "catalog.yaml", CH5 / "webapp-catalog-gw-vs.yaml"])
+    mesh.apply(text=WEBAPP_IN_ZONE_A + "---\n" + _deployment("catalog", "v1", "us-east.a") + "---\n"
+               + _deployment("catalog-v2", "v2", "us-east.b"))
+    assert 0 < images(send_many(mesh, "/api/catalog", WEBAPP_HOST, 40)) < 40  # both zones answer
+
+    mesh.apply(text="""\
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: catalog}
+spec:
+  host: catalog
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s}
+""")
+    replies = send_many(mesh, "/api/catalog", WEBAPP_HOST, 40)
+    assert [r.status for r in replies] == [200] * 40
+    assert images(replies) == 0, "a request left the caller's zone while its own zone was healthy"

@@ -128,3 +128,34 @@ def test_a_misspelled_policy_is_an_error_with_its_line_not_a_silent_no_op(policy
     assert ":" in str(err.value).split(" ")[0]  # file:line first
 
 
+
+
+def test_with_outlier_detection_endpoints_are_prioritized_by_the_proxys_locality() -> None:
+    """istiod's locality failover: same zone first, then the region, then the `failover` region, then the rest;
+    real Envoy accepts the prioritized endpoints."""
+    from meshlib.local.envoy.binary import validate
+    from meshlib.xds.bind import Placement, PodEndpoint, bind
+    from meshlib.xds.static import static_bootstrap
+
+    store = world(dr("outlierDetection: {consecutive5xxErrors: 1}\n"
+                     "loadBalancer: {localityLbSetting: {failover: [{from: us-east, to: eu-west}]}}"), dr=False)
+    pc = proxy(store)
+    assert CATALOG_DEFAULT in pc.locality_lb
+    pods = {("istioinaction", "catalog"): [PodEndpoint("127.9.0.2", ("us-east", "a", "")),
+                                           PodEndpoint("127.9.0.3", ("us-east", "b", "")),
+                                           PodEndpoint("127.9.0.4", ("eu-west", "a", "")),
+                                           PodEndpoint("127.9.0.5", ("ap-south", "a", ""))]}
+    place = Placement("127.9.0.9", "/dev/null", ("127.0.0.1", 9), {8080: ("127.9.0.9", 18080)}, {},
+                      ("us-east", "a", ""))
+    res = bind(pc, place, pods)
+    cla = next(e for e in res.endpoints if e["clusterName"] == CATALOG_DEFAULT)
+    got = {g["lbEndpoints"][0]["endpoint"]["address"]["socketAddress"]["address"]: g.get("priority", 0)
+           for g in cla["endpoints"]}
+    assert got == {"127.9.0.2": 0, "127.9.0.3": 1, "127.9.0.4": 2, "127.9.0.5": 3}
+    assert validate(static_bootstrap([res])) is None
+
+
+def test_without_outlier_detection_or_when_disabled_endpoints_are_not_prioritized() -> None:
+    assert proxy(world(dr("loadBalancer: {simple: ROUND_ROBIN}"), dr=False)).locality_lb == {}
+    disabled = "outlierDetection: {consecutive5xxErrors: 1}\nloadBalancer: {localityLbSetting: {enabled: false}}"
+    assert proxy(world(dr(disabled), dr=False)).locality_lb == {}
