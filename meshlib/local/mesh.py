@@ -1,4 +1,4 @@
-"""The embedded mesh: pods, sidecars and the ingress gateway on loopback, driven by the resource store.
+"""The embedded mesh: meshlib plays istiod, real Envoy runs every sidecar and the ingress gateway, on loopback.
 
 `LocalMesh` runs its asyncio loop in a background thread so that synchronous callers (behave steps, the
 CLI) can use it:
@@ -7,11 +7,14 @@ CLI) can use it:
         mesh.apply(["manifests/ch5/catalog-dest-rule.yaml"])
         print(mesh.gateway_url)
 
-Every listener binds 127.0.0.1 only. `close()` stops every server, client session and task, also after
-errors; it is idempotent.
+Each pod gets its own loopback address (127.x.y.z) with its apps (each a process) and its Envoy; the store is
+translated per proxy (`meshlib.xds`), bound to those addresses (`meshlib.xds.bind`) and pushed over ADS
+(`meshlib.local.envoy.xds`); a change Envoy rejects is rolled back. Nothing listens beyond loopback. `close()`
+stops every process, server and task, also after errors; it is idempotent, and children die with meshlib.
 
 With a `prometheus` binary on PATH (or `prometheus=True`), the mesh also runs a real Prometheus on loopback
-that scrapes every proxy's `/stats/prometheus` like a Kubernetes pod scrape; `mesh.promql(...)` queries it.
+that scrapes every pod's merged metrics (:15020, as from pilot-agent) like a Kubernetes pod scrape;
+`mesh.promql(...)` queries it.
 
 A Canary (flagger.app/v1beta1) in the store is run by Flagger's analysis on the mesh's loop
 (`meshlib.local.canary`), on a clock `time_scale` times the wall clock's pace (0.05: a 45 s interval takes
