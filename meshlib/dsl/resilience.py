@@ -137,6 +137,8 @@ def sticky(world: World, header: str, app: str) -> dict[str, set[str]]:
 
 
 def at_least_status(world: World, count: int, status: int) -> int:
+    if count < 1:
+        raise fail("a count of at least 1 (\"at least 0 responses\" holds for any batch)", f"the step says {count}")
     if not world.responses:
         raise fail(f"at least {count} responses with status {status}", "no requests have been sent yet")
     seen = Counter(r.status for r in world.responses)

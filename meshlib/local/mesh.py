@@ -56,7 +56,7 @@ from meshlib.local.apps import (
 from meshlib.local.envoy.binary import EnvoyBinary, find_envoy
 from meshlib.local.envoy.records import Ledger, Served
 from meshlib.local.envoy.sidecar import PodProxy
-from meshlib.local.envoy.xds import REJECTED, ProxyStatus, Snapshot, XdsServer
+from meshlib.local.envoy.xds import REJECTED, SYNCED, ProxyStatus, Snapshot, XdsServer
 from meshlib.local.external import create_app as create_external_app
 from meshlib.local.logs import LogBuffer
 from meshlib.local.metrics import Peer
@@ -451,13 +451,23 @@ class LocalMesh:
         """Wait until every proxy ACKs its version; a NACK is a ProxyRejected naming the proxy and Envoy's reason."""
         assert self.xds is not None
         xds = self.xds
-        statuses = await asyncio.gather(*(asyncio.to_thread(xds.wait, pod.sidecar.node_id, version, SYNC_TIMEOUT)
+
+        def latest(node_id: str, version: str) -> ProxyStatus:
+            """Wait for `version`; when a newer snapshot replaced it meanwhile (a concurrent push), for that one."""
+            deadline = time.monotonic() + SYNC_TIMEOUT
+            while True:
+                st = xds.wait(node_id, version, max(0.0, deadline - time.monotonic()))
+                if st.version in ("", version) or st.state == REJECTED or time.monotonic() >= deadline:
+                    return st
+                version = st.version
+
+        statuses = await asyncio.gather(*(asyncio.to_thread(latest, pod.sidecar.node_id, version)
                                           for pod, version in pushed if pod.sidecar is not None))
         rejected = [(pod, st) for (pod, _), st in zip(pushed, statuses, strict=True) if st.state == REJECTED]
         if rejected:
             pod, st = rejected[0]
             raise ProxyRejected(f"Envoy of {pod.name}.{pod.namespace} rejected its config: {st.error}")
-        stale = [(pod, st) for (pod, _), st in zip(pushed, statuses, strict=True) if st.state != "SYNCED"]
+        stale = [(pod, st) for (pod, _), st in zip(pushed, statuses, strict=True) if st.state != SYNCED]
         if stale:
             pod, st = stale[0]
             raise MeshlibError(f"Envoy of {pod.name}.{pod.namespace} did not take its config within "
