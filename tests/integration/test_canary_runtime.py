@@ -138,7 +138,14 @@ def test_a_failing_release_rolls_back_after_five_failed_checks(traffic) -> None:
         assert "Rolling back catalog-release.istioinaction failed checks threshold reached 5" in messages
         assert "Canary failed! Scaling down catalog-release.istioinaction" in messages
         halts = [m for m in messages if m.startswith("Halt ")]
-        assert len(halts) == 5 and all("success rate" in m and "< 99%" in m for m in halts), halts
+        # Each halt is a failed success-rate check. The first window can close before the new canary pod's
+        # counters have two scrapes (Flagger then halts with "no values found", also a failed check: the
+        # scaled clock makes that window short); every later one measured the blow-up below 99%.
+        assert len(halts) == 5, halts
+        measured = [m for m in halts if "success rate" in m and "< 99%" in m]
+        unmeasured = [m for m in halts if m not in measured]
+        assert halts[1:] == measured[-4:] and len(measured) >= 4, halts
+        assert all("no values found for istio metric request-success-rate" in m for m in unmeasured), unmeasured
         assert {entry["canary"] for entry in lines} == {"catalog-release.istioinaction"}
 
         # rolled back: the primary (v1) serves everything again; clients saw errors only from the 10% step
