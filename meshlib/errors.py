@@ -30,3 +30,7 @@ class ConfigError(MeshlibError):
         where = f"{source}: " if source else ""
         tail = f" ({hint})" if hint else ""
         super().__init__(f"{where}{message}{tail}")
+
+
+class InputError(MeshlibError, ValueError):
+    """A step or API argument that cannot be used as given (a count of 0, a bad JSONPath, a rate of 0)."""

@@ -17,8 +17,12 @@ from typing import Any
 
 import aiohttp
 
+from meshlib.errors import InputError
+
 MAX_REQUESTS = 100_000
 MAX_SECONDS = 600.0
+MAX_CONCURRENCY = 1_000
+MAX_RATE = 100_000
 
 
 @dataclass(frozen=True)
@@ -72,11 +76,18 @@ class Plan:
 
     def __post_init__(self) -> None:
         if self.count is None and self.seconds is None:
-            raise ValueError("a traffic plan needs a request count or a duration")
+            raise InputError("a traffic plan needs a request count or a duration")
         if self.count is not None and not 0 < self.count <= MAX_REQUESTS:
-            raise ValueError(f"request count must be between 1 and {MAX_REQUESTS}")
+            raise InputError(f"{self.count} requests: send between 1 and {MAX_REQUESTS:,} (a check over no "
+                             f"requests checks nothing)")
         if self.seconds is not None and not 0 < self.seconds <= MAX_SECONDS:
-            raise ValueError(f"duration must be between 0 and {MAX_SECONDS:g} seconds")
+            raise InputError(f"sending for {self.seconds:g} s: give a duration above 0 and at most "
+                             f"{MAX_SECONDS:g} s")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise InputError(f"{self.concurrency} requests at a time: use 1 to {MAX_CONCURRENCY} in flight")
+        if self.rate is not None and not 0 < self.rate <= MAX_RATE:
+            raise InputError(f"a rate of {self.rate:g} per second: use more than 0 and at most {MAX_RATE:,} "
+                             f"(leave the rate out for as fast as possible)")
 
 
 async def _one(session: aiohttp.ClientSession, target: Target, plan: Plan, index: int) -> Response:

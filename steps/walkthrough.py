@@ -1,9 +1,8 @@
 """Project-only steps: the walkthrough's services in its own words (Istio in Action, chapter 5)."""
 
-from behave import given, when
 
 from meshlib.dsl import deploy
-from meshlib.steps._matcher import world
+from meshlib.steps import given, when, world
 
 CATALOG_V1 = "services/catalog/kubernetes/catalog.yaml"
 CATALOG_V2 = "services/catalog/kubernetes/catalog-deployment-v2.yaml"

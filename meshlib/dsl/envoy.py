@@ -7,7 +7,7 @@ import random
 from typing import Any
 
 from meshlib.backend import GATEWAY
-from meshlib.dsl.responses import compile_path
+from meshlib.dsl.jsonpath import compile_path
 from meshlib.dsl.world import World
 from meshlib.expect import fail
 from meshlib.explain import listener_port, outcome_text

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
-from functools import lru_cache
+from dataclasses import dataclass
 from typing import Any
 
-from jsonpath_ng.exceptions import JsonPathParserError
-from jsonpath_ng.ext import parse as jsonpath_parse
-
+from meshlib.dsl import jsonpath
 from meshlib.dsl.sending import sample_table
 from meshlib.dsl.world import World
 from meshlib.expect import fail
 from meshlib.traffic import Response
 
 
-@lru_cache(maxsize=256)
-def compile_path(expr: str) -> Any:
-    try:
-        return jsonpath_parse(expr)
-    except (JsonPathParserError, Exception) as exc:  # jsonpath-ng raises several types for bad input
-        raise ValueError(f"invalid JSONPath {expr!r}: {exc}") from None
-
-
 def matches(response: Response, expr: str) -> list[Any]:
     doc = response.json()
-    return [] if doc is None else [m.value for m in compile_path(expr).find(doc)]
+    return [] if doc is None else jsonpath.find(doc, expr)
 
 
 def _need(world: World) -> list[Response]:
@@ -43,31 +33,72 @@ def every_status(world: World, status: int) -> None:
             [r for r in responses if r.status != status]))
 
 
-def count_containing(world: World, expr: str) -> int:
-    return sum(bool(matches(r, expr)) for r in _need(world))
+@dataclass(frozen=True)
+class Look:
+    """What a JSONPath check looked at: the responses, how many had JSON bodies, which of those matched."""
+
+    expr: str
+    responses: list[Response]
+    json: int
+    hits: list[Response]
+    reach: jsonpath.Reach
+
+    def summary(self) -> str:
+        return (f"looked at {len(self.responses)} responses ({self.json} with a JSON body) for {self.expr}: "
+                f"{len(self.hits)} matched")
+
+
+def look(world: World, expr: str) -> Look:
+    responses = _need(world)
+    docs = [(r, r.json()) for r in responses]
+    json_docs = [d for _, d in docs if d is not None]
+    hits = [r for r, d in docs if d is not None and jsonpath.find(d, expr)]
+    result = Look(expr, responses, len(json_docs), hits, jsonpath.reach(json_docs, expr))
+    world.attach(f"JSONPath {expr}", result.summary(), "text")
+    return result
+
+
+def _applies(result: Look, expected: str) -> None:
+    """A check over a path that cannot match anything checks nothing: fail, and say why."""
+    if result.json == 0:
+        kinds = Counter(r.headers.get("Content-Type", r.headers.get("content-type", "no content type"))
+                        for r in result.responses)
+        seen = ", ".join(f"{n} × {k}" for k, n in kinds.most_common(3))
+        raise fail(expected, f"none of the {len(result.responses)} responses had a JSON body ({seen})",
+                   sample_table(result.responses))
+    why = result.reach.why_never()
+    if why:
+        raise fail(expected, f"{result.expr} can never match: {why}; {result.summary()}")
 
 
 def none_contain(world: World, expr: str) -> None:
-    responses = _need(world)
-    hits = [r for r in responses if matches(r, expr)]
-    if hits:
-        raise fail(f"no response to contain {expr}", f"{len(hits)} of {len(responses)} did",
-                   sample_table(hits))
+    result = look(world, expr)
+    _applies(result, f"no response to contain {expr}")
+    if result.hits:
+        raise fail(f"no response to contain {expr}", f"{len(result.hits)} of {len(result.responses)} did",
+                   sample_table(result.hits))
 
 
 def all_contain(world: World, expr: str) -> None:
-    responses = _need(world)
-    misses = [r for r in responses if not matches(r, expr)]
+    result = look(world, expr)
+    hit = {id(r) for r in result.hits}
+    misses = [r for r in result.responses if id(r) not in hit]
     if misses:
-        raise fail(f"every response to contain {expr}", f"{len(misses)} of {len(responses)} did not",
-                   sample_table(misses))
+        why = result.reach.why_never()
+        raise fail(f"every response to contain {expr}", f"{len(misses)} of {len(result.responses)} did not"
+                   + (f" ({expr} can never match: {why})" if why else ""), sample_table(misses))
 
 
 def exactly_contain(world: World, count: int, expr: str) -> None:
-    responses = _need(world)
-    n = count_containing(world, expr)
-    if n != count:
-        raise fail(f"{count} responses to contain {expr}", f"{n} of {len(responses)} did")
+    result = look(world, expr)
+    if count == 0:
+        _applies(result, f"0 responses to contain {expr}")
+    if len(result.hits) != count:
+        raise fail(f"{count} responses to contain {expr}", f"{len(result.hits)} of {len(result.responses)} did")
+
+
+def count_containing(world: World, expr: str) -> int:
+    return len(look(world, expr).hits)
 
 
 def all_equal(world: World, expr: str, value: str) -> None:
@@ -87,13 +118,18 @@ def all_bodies_contain(world: World, text: str) -> None:
                    f"(first body: {bad[0].body[:200]!r})")
 
 
+def header(response: Response, name: str) -> str | None:
+    return next((v for k, v in response.headers.items() if k.lower() == name.lower()), None)
+
+
 def all_have_header(world: World, name: str, value: str | None = None) -> None:
     responses = _need(world)
-    bad = [r for r in responses if name.lower() not in {k.lower() for k in r.headers}
-           or (value is not None and {k.lower(): v for k, v in r.headers.items()}[name.lower()] != value)]
+    bad = [r for r in responses if header(r, name) is None or (value is not None and header(r, name) != value)]
     if bad:
         want = f"header {name}" + (f": {value}" if value is not None else "")
-        raise fail(f"every response to carry {want}", f"{len(bad)} of {len(responses)} did not")
+        seen = Counter(header(r, name) or "(absent)" for r in bad)
+        raise fail(f"every response to carry {want}", f"{len(bad)} of {len(responses)} did not: "
+                   + ", ".join(f"{n} × {v}" for v, n in seen.most_common(5)))
 
 
 def served_by(response: Response, app: str) -> list[str]:

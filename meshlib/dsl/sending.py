@@ -41,6 +41,12 @@ def served_text(r: Response) -> str:
     return " → ".join(f"{s.peer.workload} ({s.peer.version})" for s in r.served_by) or "-"
 
 
+def set_concurrency(world: World, count: int) -> None:
+    """How many requests later batches keep in flight; refused at once when it cannot send anything."""
+    Plan(count=1, concurrency=count)  # the plan's own bounds, checked where the user wrote them
+    world.concurrency = count
+
+
 def through_gateway(world: World, count: int, path: str, host: str, method: str = "GET",
                     body: str | None = None) -> list[Response]:
     plan = Plan(count=count, concurrency=world.concurrency, method=method, headers=dict(world.headers), body=body,

@@ -32,4 +32,36 @@ def parse_method(text: str) -> str:
     return text
 
 
-TYPES = {"Percent": parse_percent, "Duration": parse_seconds, "Name": parse_word, "Method": parse_method}
+@parse.with_pattern(r'[^"]+')
+def parse_quoted(text: str) -> str:
+    """Text between double quotes: anything but a quote, so a step cannot swallow the next quoted argument."""
+    return text
+
+
+@parse.with_pattern(r"[^`]+")
+def parse_query(text: str) -> str:
+    """A query between backticks (PromQL)."""
+    return text
+
+
+@parse.with_pattern(r"[A-Za-z0-9!#$%&'*+.^_|~\-]+")
+def parse_header_name(text: str) -> str:
+    """An HTTP header name (RFC 9110 token): `x-istio-cohort`"""
+    return text
+
+
+@parse.with_pattern(r"ingress gateway|[A-Za-z0-9_.\-]+ sidecar")
+def parse_proxy(text: str) -> str:
+    """Which proxy: `ingress gateway` or `WORKLOAD sidecar`"""
+    return text
+
+
+@parse.with_pattern(r"[A-Za-z0-9_.\-]+(?:(?:, | and | or )[A-Za-z0-9_.\-]+)*")
+def parse_list(text: str) -> str:
+    """Words separated by commas (and a final `and`): `10, 20, 30` or `alice, bob and carol`"""
+    return text
+
+
+TYPES = {"Percent": parse_percent, "Duration": parse_seconds, "Name": parse_word, "Method": parse_method,
+         "Quoted": parse_quoted, "Query": parse_query, "HeaderName": parse_header_name, "Proxy": parse_proxy,
+         "List": parse_list}

@@ -18,7 +18,10 @@ HEADER = """# Step catalog
 
 Generated from the step docstrings by `python -m meshlib.report.catalog`; do not edit by hand.
 Patterns use cfparse: `{count:d}` a whole number, `{bound:g}` any number (`99`, `0.5`), `{share:Percent}` like
-`10%`, `{seconds:Duration}` like `30s` or `500 ms`, `{x:Name}` a word without spaces (host, path, workload, version).
+`10%`, `{seconds:Duration}` like `30s` or `500 ms`, `{x:Name}` a word without spaces (host, path, workload, version),
+`"{x:Quoted}"` text between double quotes (it cannot hold a quote), `{name:HeaderName}` an HTTP header name,
+`{proxy:Proxy}` `ingress gateway` or `WORKLOAD sidecar`, `{x:List}` words separated by commas and a final `and`,
+and PromQL between backticks. Each example below is checked to bind to exactly its own step.
 """
 
 

@@ -1,9 +1,7 @@
 """Analysis gates over everything applied so far."""
 
-from behave import then
-
 from meshlib.dsl import analysis
-from meshlib.steps._matcher import cfparse, restore, world
+from meshlib.steps._matcher import cfparse, restore, then, world
 
 cfparse()
 

@@ -1,9 +1,7 @@
 """Flagger canaries: wait for a phase, check phases, weights, the Flagger log and what clients saw."""
 
-from behave import then, when
-
 from meshlib.dsl import canary
-from meshlib.steps._matcher import cfparse, restore, world
+from meshlib.steps._matcher import cfparse, restore, then, when, world
 
 cfparse()
 
@@ -37,7 +35,7 @@ def has_weight(context, name, weight):
     canary.has_weight(world(context), name, weight)
 
 
-@then("the canary weight of {name:Name} climbed {weights}")
+@then("the canary weight of {name:Name} climbed {weights:List}")
 def climbed(context, name, weights):
     """The weights the analysis set, in order (repeats and 0 left out), are exactly these.
 
@@ -46,7 +44,7 @@ def climbed(context, name, weights):
     canary.climbed(world(context), name, canary.parse_weights(weights))
 
 
-@then("the canary {name:Name} went through the phases {phases}")
+@then("the canary {name:Name} went through the phases {phases:List}")
 def went_through(context, name, phases):
     """These phases came in this order (others may come between them).
 
@@ -55,7 +53,7 @@ def went_through(context, name, phases):
     canary.went_through(world(context), name, canary.items(phases))
 
 
-@then('the Flagger log of {name:Name} shows "{text}"')
+@then('the Flagger log of {name:Name} shows "{text:Quoted}"')
 def log_shows(context, name, text):
     """A line of Flagger's log about this canary contains the text (`kubectl logs deploy/flagger -n istio-system`).
 

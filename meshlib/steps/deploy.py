@@ -1,14 +1,12 @@
 """Deploying manifests and mesh settings."""
 
-from behave import given
-
 from meshlib.dsl import deploy
-from meshlib.steps._matcher import cfparse, restore, world
+from meshlib.steps._matcher import cfparse, given, restore, world
 
 cfparse()
 
 
-@given('the manifest "{name}" is applied')
+@given('the manifest "{name:Quoted}" is applied')
 def manifest_applied(context, name):
     """Apply one manifest file or folder (path relative to manifests/), like `kubectl apply -f`.
 
@@ -26,7 +24,7 @@ def resources_applied(context):
     deploy.apply_yaml(world(context), context.text or "")
 
 
-@given('the manifest "{name}" is deleted')
+@given('the manifest "{name:Quoted}" is deleted')
 def manifest_deleted(context, name):
     """Delete the resources a manifest defines, like `kubectl delete -f`.
 

@@ -1,10 +1,8 @@
 """Traffic splits, with stated confidence (exact binomial test / chi-square at the run's alpha)."""
 
-from behave import then
-
 from meshlib.dsl import distribution
 from meshlib.dsl.types import parse_percent
-from meshlib.steps._matcher import cfparse, restore, world
+from meshlib.steps._matcher import cfparse, restore, then, world
 
 cfparse()
 
@@ -23,7 +21,7 @@ def about_share(context, share, app, version):
 def split(context, app):
     """Goodness-of-fit test of the split across versions (table columns: version, share).
 
-    Example: Then responses split between catalog versions as: (| version | share | / | v1 | 50% | / | v2 | 50% |)
+    Example: Then responses split between catalog versions as: (followed by a table: | version | share | with rows | v1 | 50% | and | v2 | 50% |)
     """
     shares = {row["version"]: parse_percent(row["share"]) for row in context.table}
     distribution.split(world(context), app, shares)

@@ -1,9 +1,7 @@
 """Egress control: calls from a workload to hosts outside the mesh."""
 
-from behave import then
-
 from meshlib.dsl import egress
-from meshlib.steps._matcher import cfparse, restore, world
+from meshlib.steps._matcher import cfparse, restore, then, world
 
 cfparse()
 

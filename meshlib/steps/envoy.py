@@ -2,10 +2,8 @@
 
 from urllib.parse import urlsplit
 
-from behave import then
-
 from meshlib.dsl import envoy
-from meshlib.steps._matcher import cfparse, restore, world
+from meshlib.steps._matcher import cfparse, restore, then, world
 
 cfparse()
 
@@ -15,7 +13,7 @@ def _split(url):
     return parts.hostname or "", parts.path or "/"
 
 
-@then("the {proxy}'s route for {host:Name} goes to subset {subset:Name}")
+@then("the {proxy:Proxy}'s route for {host:Name} goes to subset {subset:Name}")
 def route_subset(context, proxy, host, subset):
     """The proxy's route table sends the host to exactly this DestinationRule subset.
 
@@ -24,7 +22,7 @@ def route_subset(context, proxy, host, subset):
     envoy.route_goes_to(world(context), proxy, host, "/", {}, subset)
 
 
-@then('the {proxy}\'s route for {host:Name} with header "{name}: {value}" goes to subset {subset:Name}')
+@then('the {proxy:Proxy}\'s route for {host:Name} with header "{name:HeaderName}: {value:Quoted}" goes to subset {subset:Name}')
 def route_subset_header(context, proxy, host, name, value, subset):
     """Like the step above, for a request that carries the header.
 
@@ -33,7 +31,7 @@ def route_subset_header(context, proxy, host, name, value, subset):
     envoy.route_goes_to(world(context), proxy, host, "/", {name: value}, subset)
 
 
-@then("a request for {url:Name} at the {proxy} would reach {app:Name} {version:Name}")
+@then("a request for {url:Name} at the {proxy:Proxy} would reach {app:Name} {version:Name}")
 def would_reach(context, url, proxy, app, version):
     """Route prediction with the same router the proxies run: which version the route's endpoints belong to.
 
@@ -52,7 +50,7 @@ def matches_prediction(context, app):
     envoy.observed_matches_prediction(world(context), app)
 
 
-@then('the config dump of the {proxy} contains "{expr}"')
+@then('the config dump of the {proxy:Proxy} contains "{expr:Quoted}"')
 def dump_has(context, proxy, expr):
     """A JSONPath over the proxy's Envoy config_dump (snake_case) matches something.
 
@@ -61,7 +59,7 @@ def dump_has(context, proxy, expr):
     envoy.config_dump_has(world(context), proxy, expr)
 
 
-@then('in the config dump of the {proxy}, "{expr}" is "{value}"')
+@then('in the config dump of the {proxy:Proxy}, "{expr:Quoted}" is "{value:Quoted}"')
 def dump_equal(context, proxy, expr, value):
     """The first JSONPath match in the proxy's config_dump equals the value.
 

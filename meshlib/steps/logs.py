@@ -1,9 +1,7 @@
 """Container logs and sidecar access logs, counted since the last batch of traffic started."""
 
-from behave import then
-
 from meshlib.dsl import logs
-from meshlib.steps._matcher import cfparse, restore, world
+from meshlib.steps._matcher import cfparse, restore, then, world
 
 cfparse()
 
@@ -17,7 +15,7 @@ def mirrored(context, app, version, count):
     logs.logs_show(world(context), app, version, count, "-shadow")
 
 
-@then('the {app:Name} {version:Name} logs show {count:d} lines with "{text}"')
+@then('the {app:Name} {version:Name} logs show {count:d} lines with "{text:Quoted}"')
 def count_lines(context, app, version, count, text):
     """Exactly N lines of the app container's log contain the text.
 
@@ -26,7 +24,7 @@ def count_lines(context, app, version, count, text):
     logs.logs_show(world(context), app, version, count, text)
 
 
-@then('the {app:Name} {version:Name} logs show "{text}"')
+@then('the {app:Name} {version:Name} logs show "{text:Quoted}"')
 def show(context, app, version, text):
     """At least one line of the app container's log contains the text.
 
@@ -35,7 +33,7 @@ def show(context, app, version, text):
     logs.logs_show_some(world(context), app, version, text)
 
 
-@then('the {app:Name} {version:Name} logs show no "{text}"')
+@then('the {app:Name} {version:Name} logs show no "{text:Quoted}"')
 def show_none(context, app, version, text):
     """No line of the app container's log contains the text.
 
@@ -44,7 +42,7 @@ def show_none(context, app, version, text):
     logs.logs_show_none(world(context), app, version, text)
 
 
-@then('the {app:Name} sidecar\'s access log shows {count:d} lines with "{text}"')
+@then('the {app:Name} sidecar\'s access log shows {count:d} lines with "{text:Quoted}"')
 def access_log_count(context, app, count, text):
     """Exactly N lines of the app's sidecar access log since the last batch contain the text.
 
@@ -53,7 +51,7 @@ def access_log_count(context, app, count, text):
     logs.access_log_shows(world(context), app, text, count)
 
 
-@then('the {app:Name} sidecar\'s access log shows "{text}"')
+@then('the {app:Name} sidecar\'s access log shows "{text:Quoted}"')
 def access_log(context, app, text):
     """The app's sidecar (istio-proxy) access log has a line with the text: flags, route names, clusters.
 

@@ -4,10 +4,9 @@ PromQL steps fail with "needs Prometheus" where it is missing; tag such scenario
 them skipped there instead. Builtin checks count from the moment the last batch of traffic started.
 """
 
-from behave import given, then
 
 from meshlib.dsl import metrics
-from meshlib.steps._matcher import cfparse, restore, world
+from meshlib.steps._matcher import cfparse, given, restore, then, world
 
 cfparse()
 
@@ -19,7 +18,7 @@ def _doc_string(context):
     return text
 
 
-@then("the PromQL `{query}` is at least {bound:g}")
+@then("the PromQL `{query:Query}` is at least {bound:g}")
 def promql_at_least(context, query, bound):
     """Run the PromQL on Prometheus (after a fresh scrape of every proxy); its one value is at least the bound.
     No series, or NaN, fails (Flagger's "no values found").
@@ -29,7 +28,7 @@ def promql_at_least(context, query, bound):
     metrics.promql_at_least(world(context), query, bound)
 
 
-@then("the PromQL `{query}` is at most {bound:g}")
+@then("the PromQL `{query:Query}` is at most {bound:g}")
 def promql_at_most(context, query, bound):
     """Run the PromQL on Prometheus (after a fresh scrape of every proxy); its one value is at most the bound.
 

@@ -1,14 +1,12 @@
 """Resilience: how requests spread over pods, and the retries, circuit breaking and ejections Envoy counted."""
 
-from behave import given, then
-
 from meshlib.dsl import resilience
-from meshlib.steps._matcher import cfparse, restore, world
+from meshlib.steps._matcher import cfparse, given, restore, then, world
 
 cfparse()
 
 
-@given('requests name one of the users {users} in the header "{name}"')
+@given('requests name one of the users {users:List} in the header "{name:HeaderName}"')
 def rotate_users(context, users, name):
     """Requests carry a header whose value goes round a list of users, one request after another.
 
@@ -27,7 +25,7 @@ def spread_evenly(context, app, count):
     resilience.spread_evenly(world(context), app, count)
 
 
-@then('the requests with the same "{header}" stayed on one {app:Name} pod')
+@then('the requests with the same "{header:HeaderName}" stayed on one {app:Name} pod')
 def sticky(context, header, app):
     """Consistent hashing: every request carrying one value of the header went to the same pod.
 

@@ -1,9 +1,7 @@
 """What clients saw: statuses, JSON content, headers, and which version answered."""
 
-from behave import then
-
 from meshlib.dsl import responses
-from meshlib.steps._matcher import cfparse, restore, world
+from meshlib.steps._matcher import cfparse, restore, then, world
 
 cfparse()
 
@@ -17,7 +15,7 @@ def every_status(context, status):
     responses.every_status(world(context), status)
 
 
-@then('no response contains "{expr}"')
+@then('no response contains "{expr:Quoted}"')
 def none_contain(context, expr):
     """No response body has a match for the JSONPath.
 
@@ -35,7 +33,7 @@ def no_client_sees(context, field):
     responses.none_contain(world(context), f"$..{field}")
 
 
-@then('every response contains "{expr}"')
+@then('every response contains "{expr:Quoted}"')
 def all_contain(context, expr):
     """Every response body has a match for the JSONPath.
 
@@ -44,7 +42,7 @@ def all_contain(context, expr):
     responses.all_contain(world(context), expr)
 
 
-@then('{count:d} responses contain "{expr}"')
+@then('{count:d} responses contain "{expr:Quoted}"')
 def count_contain(context, count, expr):
     """Exactly N response bodies have a match for the JSONPath.
 
@@ -53,7 +51,7 @@ def count_contain(context, count, expr):
     responses.exactly_contain(world(context), count, expr)
 
 
-@then('every response has "{expr}" equal to "{value}"')
+@then('every response has "{expr:Quoted}" equal to "{value:Quoted}"')
 def all_equal(context, expr, value):
     """Every match of the JSONPath in every response equals the value.
 
@@ -62,7 +60,7 @@ def all_equal(context, expr, value):
     responses.all_equal(world(context), expr, value)
 
 
-@then('every response body contains "{text}"')
+@then('every response body contains "{text:Quoted}"')
 def body_contains(context, text):
     """Every response body contains the text.
 
@@ -71,13 +69,22 @@ def body_contains(context, text):
     responses.all_bodies_contain(world(context), text)
 
 
-@then('every response has the header "{name}"')
+@then('every response has the header "{name:HeaderName}"')
 def has_header(context, name):
     """Every response carries the header.
 
     Example: Then every response has the header "x-envoy-upstream-service-time"
     """
     responses.all_have_header(world(context), name)
+
+
+@then('every response has the header "{name:HeaderName}" equal to "{value:Quoted}"')
+def header_equal(context, name, value):
+    """Every response carries the header with exactly this value.
+
+    Example: Then every response has the header "content-type" equal to "application/json"
+    """
+    responses.all_have_header(world(context), name, value)
 
 
 @then("every response comes from {app:Name} {version:Name}")

@@ -2,11 +2,9 @@
 
 from urllib.parse import urlsplit
 
-from behave import given, when
-
 from meshlib.dsl import sending
 from meshlib.expect import fail
-from meshlib.steps._matcher import cfparse, restore, world
+from meshlib.steps._matcher import cfparse, given, restore, when, world
 
 cfparse()
 
@@ -33,7 +31,7 @@ def clients_call(context, url):
     context.client_url = url
 
 
-@given('requests carry the header "{name}: {value}"')
+@given('requests carry the header "{name:HeaderName}: {value:Quoted}"')
 def carry_header(context, name, value):
     """Add a header to every request sent from now on in this scenario.
 
@@ -57,7 +55,7 @@ def concurrency(context, count):
 
     Example: Given requests are sent 32 at a time
     """
-    world(context).concurrency = count
+    sending.set_concurrency(world(context), count)
 
 
 @when("{count:d} requests are sent")

@@ -1,0 +1,111 @@
+"""Response checks say what they looked at, and a check whose JSONPath can never match fails instead of passing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshlib.dsl import responses, sending
+from meshlib.dsl.world import World
+from meshlib.errors import InputError
+from meshlib.expect import ExpectationFailed
+from meshlib.traffic import Plan, Response
+
+ITEMS = [{"id": 1, "name": "Elinor Glasses", "price": 2.0}, {"id": 2, "name": "Mustard Hat", "price": 7.5}]
+JSON = {"Content-Type": "application/json"}
+
+
+def world(*bodies: Any, headers: dict[str, str] | None = None) -> World:
+    w = World(backend=None, namespace="istioinaction", manifests=Path("."))  # type: ignore[arg-type]
+    seen: list[tuple[str, str]] = []
+    w.evidence = lambda name, body, _kind: seen.append((name, body))
+    w.responses = [Response(f"id-{i}", 200, dict(headers or JSON), b if isinstance(b, str) else json.dumps(b), 1.0)
+                   for i, b in enumerate(bodies)]
+    w.recorded = seen  # type: ignore[attr-defined]
+    return w
+
+
+def test_a_negative_check_passes_when_the_path_could_match_and_says_what_it_looked_at() -> None:
+    w = world(ITEMS, ITEMS, "upstream connect error")
+    responses.none_contain(w, "$[*].imageUrl")
+    responses.none_contain(w, "$..imageUrl")
+    responses.exactly_contain(w, 0, "$[*].imageUrl")
+    assert ("JSONPath $[*].imageUrl", "looked at 3 responses (2 with a JSON body) for $[*].imageUrl: 0 matched") \
+        in w.recorded  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("expr", "why"), [
+    ("$.nmae", r"\$.nmae can never match: its last step reads a field, but \$ is a list in every body "
+               r"\(for the field of each element write \$\[\*\]\.<field>\)"),
+    ("$.items[*].imageUrl", r"its parent \$.items\[\*\] matched nothing in any of the 2 JSON bodies"),
+    ("$[0][1]", r"its last step needs a list, but \$\[0\] is an object in every body"),
+])
+def test_a_negative_check_whose_path_can_never_match_fails_with_why(expr: str, why: str) -> None:
+    with pytest.raises(ExpectationFailed, match=why):
+        responses.none_contain(world(ITEMS, ITEMS), expr)
+    with pytest.raises(ExpectationFailed, match=why):
+        responses.exactly_contain(world(ITEMS, ITEMS), 0, expr)
+
+
+def test_a_filter_pointed_at_an_object_fails_with_a_hint() -> None:
+    w = world({"items": ITEMS}, {"items": ITEMS})
+    responses.none_contain(w, "$.items[?(@.price > 100)]")  # at the list: a real "none"
+    with pytest.raises(ExpectationFailed, match=r"needs a list, but \$ is an object in every body \(point it at a "
+                                                r"list, for example \$\.items\[…\]\)"):
+        responses.none_contain(w, "$[?(@.price > 100)]")
+
+
+def test_a_negative_check_over_bodies_that_are_not_json_fails() -> None:
+    w = world("<html>no</html>", "<html>no</html>", headers={"Content-Type": "text/html"})
+    with pytest.raises(ExpectationFailed, match=r"none of the 2 responses had a JSON body \(2 × text/html\)"):
+        responses.none_contain(w, "$..imageUrl")
+
+
+def test_positive_checks_still_fail_on_misses_and_name_an_impossible_path() -> None:
+    w = world(ITEMS, ITEMS)
+    responses.all_contain(w, "$[*].name")
+    with pytest.raises(ExpectationFailed, match=r"2 of 2 did not \(\$\.name can never match: its last step reads"):
+        responses.all_contain(w, "$.name")
+    with pytest.raises(ExpectationFailed, match="1 responses to contain"):
+        responses.exactly_contain(w, 1, "$[*].name")
+
+
+def test_every_check_over_no_responses_is_an_error_not_a_pass() -> None:
+    empty = world()
+    for check in (lambda: responses.none_contain(empty, "$..x"), lambda: responses.every_status(empty, 200),
+                  lambda: responses.all_have_header(empty, "server")):
+        with pytest.raises(ExpectationFailed, match="no requests have been sent"):
+            check()
+
+
+def test_an_invalid_jsonpath_is_one_clear_input_error() -> None:
+    with pytest.raises(InputError, match=r"invalid JSONPath '\$\[\*': .* \(write it like"):
+        responses.none_contain(world(ITEMS), "$[*")
+
+
+def test_header_value_check_names_what_was_seen() -> None:
+    w = world(ITEMS, headers={"Content-Type": "application/json; charset=utf-8"})
+    responses.all_have_header(w, "content-type")
+    with pytest.raises(ExpectationFailed, match=r"1 of 1 did not: 1 × application/json; charset=utf-8"):
+        responses.all_have_header(w, "content-type", "application/json")
+
+
+@pytest.mark.parametrize(("plan", "message"), [
+    (dict(count=0), "0 requests: send between 1 and 100,000"),
+    (dict(count=10, concurrency=0), "0 requests at a time: use 1 to 1000"),
+    (dict(seconds=2, rate=0), "a rate of 0 per second: use more than 0"),
+    (dict(seconds=0, rate=5), "sending for 0 s"),
+])
+def test_a_plan_that_sends_nothing_is_refused(plan: dict[str, Any], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        Plan(**plan)
+
+
+def test_zero_at_a_time_is_refused_where_it_is_written() -> None:
+    w = world()
+    with pytest.raises(InputError, match="0 requests at a time"):
+        sending.set_concurrency(w, 0)
+    assert w.concurrency == 8
