@@ -64,6 +64,17 @@ Feature: Resilience: load balancing, retries, circuit breaking and outlier detec
     Then every response has status 200
     And every response comes from simple-backend unknown
 
+  @critical
+  Scenario: when every backend pod fails, all are ejected and the caller answers 503 UH without trying them
+    Given the manifest "ch6/simple-backend-dr-outlier.yaml" is applied
+    And the manifest "ch6/simple-backend-all-failing.yaml" is applied
+    And access logging is on for simple-web
+    And requests are sent 1 at a time
+    When requests are sent for 2s at 10 per second
+    Then the simple-web sidecar has no healthy simple-backend pod left
+    When 10 requests are sent
+    Then the simple-web sidecar's access log shows 10 lines with "503 UH no_healthy_upstream"
+
   @normal
   Scenario: an injected delay shows as DI in the caller's access log (6.3)
     Given the manifest "ch6/simple-backend-vs-delay.yaml" is applied

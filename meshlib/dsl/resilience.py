@@ -21,6 +21,7 @@ RETRIES = ("envoy_cluster_upstream_rq_retry",)
 OVERFLOWS = ("envoy_cluster_upstream_rq_pending_overflow", "envoy_cluster_upstream_cx_overflow",
              "envoy_cluster_upstream_rq_retry_overflow")
 EJECTIONS = ("envoy_cluster_outlier_detection_ejections_enforced",)  # counters are compared without `_total`
+HEALTHY, MEMBERS = "envoy_cluster_membership_healthy", "envoy_cluster_membership"  # the gauge membership_total
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,23 @@ def overflowed(world: World, caller: str, service: str) -> float:
 def ejected(world: World, caller: str, service: str) -> float:
     """The caller's outlier detection ejected at least one endpoint of `service`."""
     return _counter_check(world, caller, service, EJECTIONS, "outlier ejections", True)
+
+
+def none_healthy(world: World, caller: str, service: str) -> None:
+    """Every endpoint of `service` is out of the caller's load balancing (all ejected): with istiod's panic
+    threshold of 0, Envoy then answers 503 with UH (no healthy upstream) instead of sending to them."""
+    counts = cluster_counts(world, caller, service)
+    names = (HEALTHY, MEMBERS)
+    world.attach(f"endpoint health at {caller} → {service}", counts.evidence(names))
+    populated = {c: v for c, v in counts.clusters.items() if v.get(MEMBERS, 0) > 0}
+    if not populated:
+        raise fail(f"the {caller} sidecar to know endpoints of {service}",
+                   f"its {len(counts.clusters)} clusters for {service} have none", counts.evidence(names))
+    healthy = sum(v.get(HEALTHY, 0) for v in populated.values())
+    if healthy:
+        total = sum(v[MEMBERS] for v in populated.values())
+        raise fail(f"no healthy {service} endpoint at the {caller} sidecar",
+                   f"{healthy:g} of {total:g} are healthy", counts.evidence(names))
 
 
 def _pods_of(response: Response, app: str) -> list[str]:

@@ -70,6 +70,15 @@ def overflowed(context, caller, service):
     resilience.overflowed(world(context), caller, service)
 
 
+@then("the {caller:Name} sidecar has no healthy {service:Name} pod left")
+def none_healthy(context, caller, service):
+    """Every endpoint of the service is out of the caller's load balancing (ejected): Envoy answers 503 UH.
+
+    Example: Then the simple-web sidecar has no healthy simple-backend pod left
+    """
+    resilience.none_healthy(world(context), caller, service)
+
+
 @then("the {caller:Name} sidecar ejected a {service:Name} pod")
 def ejected(context, caller, service):
     """The caller's outlier detection ejected at least one endpoint of the service.
