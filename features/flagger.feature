@@ -1,4 +1,4 @@
-@fresh @allure.label.owner:sre-platform @allure.label.epic:release-safety
+@allure.label.owner:sre-platform @allure.label.epic:release-safety
 Feature: Automated canary release of catalog with Flagger (5.3.1)
   Flagger shifts webapp's traffic to a new catalog version step by step and decides from Prometheus at every
   step. The catalog-release Canary checks every 45 s that the new version answers at least 99% of its requests

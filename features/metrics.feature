@@ -31,7 +31,7 @@ Feature: Release metrics from the sidecars (5.3.1)
         / sum(rate(istio_requests_total{reporter="destination", destination_workload="catalog"}[1m])) * 100
       """
 
-  @critical @fresh
+  @critical
   Scenario: a failing version lowers the success rate
     Given these resources are applied:
       """

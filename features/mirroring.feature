@@ -14,7 +14,14 @@ Feature: Traffic mirroring to catalog v2 (5.4)
     When 100 requests are sent
     Then every response has status 200
     And no client sees imageUrl
-    And the catalog v2 logs show 100 mirrored requests
+    And every response comes from catalog v1
+    And the catalog v2 logs show 100 lines with "/items"
+
+  @normal @istio.version<1.28
+  Scenario: up to Istio 1.27 mirrored requests carry the -shadow Host
+    Given catalog v2 is mirrored
+    When 20 requests are sent
+    Then the catalog v2 logs show 20 mirrored requests
 
   @normal @istio.version=1.28
   Scenario: from Istio 1.28 mirrored requests keep their Host

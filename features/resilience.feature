@@ -1,4 +1,4 @@
-@allure.label.owner:sre-platform @allure.label.epic:release-safety @fresh
+@allure.label.owner:sre-platform @allure.label.epic:release-safety
 Feature: Resilience: load balancing, retries, circuit breaking and outlier detection (6.2–6.4)
   simple-web calls simple-backend, which runs as three pods (simple-backend-1 and two of simple-backend-2).
   The release policy: client-side load balancing spreads load as the DestinationRule says, a user keeps their

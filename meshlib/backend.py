@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from meshlib.config.store import ConfigStore
 from meshlib.local.envoy.records import Served
 from meshlib.local.mesh import LocalMesh
+from meshlib.local.process import ImageCommand
 from meshlib.traffic import Target
 from meshlib.xds import ProxyConfig
 
@@ -60,9 +61,11 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, namespace: str, istio_version: str | None = None, port: int = 0,
-                 seed: int | None = None, time_scale: float = 1.0) -> None:
+                 seed: int | None = None, time_scale: float = 1.0,
+                 images: dict[str, ImageCommand] | None = None) -> None:
+        """`images`: user images run as local commands (`meshlib.local.process.read_mesh_config`)."""
         self.mesh = LocalMesh(namespace=namespace, port=port, istio_version=istio_version, seed=seed,
-                              time_scale=time_scale).start()
+                              time_scale=time_scale, images=images).start()
 
     @property
     def store(self) -> ConfigStore:

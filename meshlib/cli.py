@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-scale", type=float, default=1.0,
                    help="pace of Flagger's analysis clock: 0.05 runs a 45 s interval in 2.25 s")
     p.add_argument("--mesh-config", default=None,
-                   help="maps user images to local commands (default: ./meshlib.yaml when present)")
+                   help="a meshlib.yaml mapping user images to local commands; read only when given "
+                        "(never from the current directory unasked: it runs commands)")
 
     sub.add_parser("down", help="stop the running embedded mesh")
     sub.add_parser("proxy-status", help="every proxy of the running mesh and its config sync state")

@@ -47,6 +47,7 @@ class Response:
     error: str = ""
     served_by: list[Any] = field(default_factory=list)  # filled by the backend when it knows
     sent_headers: dict[str, str] = field(default_factory=dict)  # what the request carried (besides Host)
+    mirror_copies: list[Any] = field(default_factory=list)  # pods that got a mirrored copy (answers dropped)
 
     def json(self) -> Any:
         try:

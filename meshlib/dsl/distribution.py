@@ -16,7 +16,7 @@ def about_share(world: World, share: float, app: str, version: str) -> None:
     verdict = binomial_check(hits, len(responses), share, alpha=world.alpha, label=f"{app} {version}")
     world.attach(f"distribution: {app} {version}", render_table(verdict))
     if verdict.warning:
-        world.attach("statistics warning", verdict.warning)
+        world.note(f"{app} {version} about {share:.0%}: {verdict.warning}")
     if not verdict.passed:
         raise ExpectationFailed(verdict.describe() + "\n" + render_table(verdict))
 
@@ -26,5 +26,7 @@ def split(world: World, app: str, shares: dict[str, float]) -> None:
     counts = Counter(version_of(r, app) for r in responses)
     verdict = multinomial_check(dict(counts), shares, alpha=world.alpha)
     world.attach(f"distribution across {app} versions", render_table(verdict))
+    if verdict.warning:
+        world.note(f"split of {app} versions: {verdict.warning}")
     if not verdict.passed:
         raise ExpectationFailed(verdict.describe() + "\n" + render_table(verdict))

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from meshlib.dsl import jsonpath
+from meshlib.dsl import hidden, jsonpath
 from meshlib.dsl.sending import sample_table
 from meshlib.dsl.world import World
 from meshlib.expect import fail
@@ -148,3 +148,24 @@ def every_response_from(world: World, app: str, version: str) -> None:
     if set(counts) != {version}:
         seen = ", ".join(f"{n} from {v}" for v, n in counts.most_common())
         raise fail(f"every response to come from {app} {version}", f"saw {seen}")
+
+
+def at_most_retried(world: World, share: float) -> hidden.Hidden:
+    """At most `share` of the last batch's requests needed a retry anywhere on their path (0: none did).
+
+    Read from the ledger; a batch the ledger knows nothing of fails, since it would pass by looking at nothing."""
+    responses = _need(world)
+    what = hidden.of(responses)
+    if what.traced == 0:
+        raise fail("requests the ledger can follow", f"none of the {len(responses)} reached a pod of the mesh "
+                   "(only requests served by the mesh's pods show their tries)")
+    allowed = share * len(responses)
+    world.attach("retries", "\n".join(what.lines() or [f"no request of {len(responses)} was retried"]))
+    if what.retried > allowed:
+        expected = "no request to be retried" if share == 0 else f"at most {share:.0%} of requests to be retried"
+        raise fail(expected, "; ".join(what.lines()), sample_table([r for r in responses if _retried(r)]))
+    return what
+
+
+def _retried(response: Response) -> bool:
+    return any(s.attempt > 1 for s in response.served_by)

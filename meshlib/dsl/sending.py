@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 
-from meshlib.dsl import metrics
+from meshlib.dsl import hidden, metrics
 from meshlib.dsl.world import World
 from meshlib.expect import table
 from meshlib.traffic import BackgroundTraffic, Plan, Response, Target, send
@@ -24,10 +25,24 @@ def _record(world: World, responses: list[Response], title: str) -> list[Respons
     """Tie each response to the pods that served it (ledger by x-request-id), keep them, attach a sample."""
     world.backend.settle()
     for r in responses:
-        r.served_by = [s for s in world.backend.served(r.request_id) if not s.mirrored]
+        served = world.backend.served(r.request_id)
+        r.served_by = [s for s in served if not s.mirrored]
+        r.mirror_copies = [s for s in served if s.mirrored]
     world.responses = responses
-    world.attach(title, sample_table(responses), "text")
+    what = hidden.of(responses)
+    world.attach(title, "\n".join([batch_summary(responses), *what.lines(), "", sample_table(responses)]), "text")
+    for line in what.lines():
+        world.note(f"{title}: {line}")
     return responses
+
+
+def batch_summary(responses: list[Response]) -> str:
+    """Counts by status and by the versions that served, with latency percentiles."""
+    by = Counter((r.status or "no response", served_text(r)) for r in responses)
+    elapsed = sorted(r.elapsed_ms for r in responses)
+    pct = lambda q: elapsed[min(len(elapsed) - 1, int(q * len(elapsed)))]  # noqa: E731
+    return (table(("status", "served by", "requests"), [(s, v, n) for (s, v), n in by.most_common()])
+            + f"\n  latency p50 {pct(0.5):.1f} ms, p90 {pct(0.9):.1f} ms, max {elapsed[-1]:.1f} ms" if elapsed else "")
 
 
 def sample_table(responses: list[Response], limit: int = SAMPLE) -> str:

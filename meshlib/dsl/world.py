@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from meshlib.backend import Backend
+from meshlib.errors import MeshlibError
 from meshlib.stats import DEFAULT_ALPHA
 from meshlib.traffic import BackgroundTraffic, Response, Target
 
@@ -35,14 +36,31 @@ class World:
     sent_at: datetime | None = None  # when the last batch started: log checks look from here on
     last_target: Target | None = None
     metrics: Any = None  # meshlib.dsl.metrics: the proxies' counters as they were when the last batch started
+    notes: list[str] = field(default_factory=list)  # for the console: what a passing scenario should not hide
+    allow_outside_manifests: bool = False  # manifest paths may leave the manifests folder
 
     def manifest(self, name: str) -> Path:
-        """A path as written in a feature: relative to the manifests folder (or absolute)."""
-        p = Path(name)
-        return p if p.is_absolute() else self.manifests / p
+        """A path as written in a feature, relative to the manifests folder. It must stay inside that folder
+        (`../`, an absolute path or a symlink cannot lead out of it) unless the run allows others
+        (`allow_outside_manifests`, behave's `-D allow_outside_manifests=true`)."""
+        p = self.manifests / Path(name)  # an absolute `name` replaces the folder: checked below like any other
+        if self.allow_outside_manifests:
+            return p
+        folder = self.manifests.resolve()
+        if not p.resolve().is_relative_to(folder):
+            raise MeshlibError(f"manifest path {name!r} leads outside the manifests folder {folder}; keep it "
+                               "inside, or allow other paths for this run with -D allow_outside_manifests=true")
+        return p
 
     def attach(self, name: str, body: str, kind: str = "text") -> None:
         self.evidence(name, body, kind)
+
+    def note(self, text: str) -> None:
+        """Something the reader must see even when the scenario passes (retries, an underpowered check):
+        attached as evidence and printed on the console after the scenario."""
+        if text not in self.notes:
+            self.notes.append(text)
+            self.evidence(f"note: {text[:80]}", text, "text")
 
     def stop_background(self) -> None:
         for traffic in self.background.values():

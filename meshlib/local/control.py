@@ -7,6 +7,7 @@ which token to send. Commands are JSON over HTTP; errors come back as `{"error":
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import os
@@ -30,12 +31,28 @@ def state_path() -> Path:
 
 
 def write_state(data: dict[str, Any]) -> Path:
+    """Write the state file atomically, readable by its owner only: a fresh temp file is created 0600
+    (O_CREAT|O_EXCL, so never an existing file and never a wider mode, whatever the umask), filled, then
+    renamed over the state file. The token is never in a file another user can read, not even for a moment."""
     path = state_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as exc:
+        raise MeshlibError(f"cannot write the mesh state file {path}: {exc.strerror}; "
+                           "set MESHLIB_STATE to a file in a directory you own") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)  # exactly 0600 even under an umask that also takes the owner's bits
+            f.write(json.dumps(data))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise MeshlibError(f"cannot write the mesh state file {path}: {exc.strerror}") from None
     return path
 
 

@@ -62,7 +62,14 @@ from meshlib.local.logs import LogBuffer
 from meshlib.local.metrics import Peer
 from meshlib.local.network import LoopbackNetwork
 from meshlib.local.process import ImageCommand, ProcessContainer
-from meshlib.local.prometheus import PrometheusServer, PrometheusUnavailable, Sample, ScrapeTarget, find_binary
+from meshlib.local.prometheus import (
+    PrometheusExited,
+    PrometheusServer,
+    PrometheusUnavailable,
+    Sample,
+    ScrapeTarget,
+    find_binary,
+)
 from meshlib.local.tempdirs import owned_dir
 from meshlib.profile import profile_for
 from meshlib.xds import ProxyConfig, build_proxy_config
@@ -732,9 +739,9 @@ class LocalMesh:
 
     def _prometheus_for(self, query: str, fresh: bool) -> PrometheusServer:
         server = self.prometheus
-        if server is not None and not server.running:
-            raise PrometheusUnavailable(f"cannot run PromQL {query!r}: the mesh's prometheus exited; its log ends: "
-                                        + " | ".join(server.log.read(tail=5)), "see its log above")
+        dead = server.exit_error(query) if server is not None else None
+        if dead is not None:  # noticed here, not as a refused connection
+            raise dead
         if server is None:
             if self.want_prometheus is False:
                 raise PrometheusUnavailable(f"cannot run PromQL {query!r}: the mesh runs with prometheus=False",
@@ -744,7 +751,10 @@ class LocalMesh:
             raise PrometheusUnavailable(f"cannot run PromQL {query!r}: no `prometheus` binary was on PATH when the "
                                         "mesh started")
         if fresh:
-            server.sync()
+            try:
+                server.sync()
+            except PrometheusExited as exc:  # it died while we waited for a scrape
+                raise exc.for_query(query) from None
         return server
 
 

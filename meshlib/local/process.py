@@ -1,6 +1,8 @@
 """User images as local commands: a container that is a subprocess, restarted like `restartPolicy: Always`.
 
-Map an image in `meshlib.yaml` (next to your features, or given with --mesh-config):
+Map an image in a mesh config (`meshlib.yaml`) and name that file: `meshlib up --mesh-config meshlib.yaml`,
+or `-D mesh_config=meshlib.yaml` for behave (or `mesh_config` under `[behave.userdata]` in behave.ini). It is
+never read unasked from the current directory, since it runs commands; the run prints each mapping.
 
     images:
       example/orders:
@@ -15,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +53,7 @@ def load_image_map(path: str | Path) -> dict[str, ImageCommand]:
     try:
         docs = parse_documents(p.read_text(encoding="utf-8"), str(p))
     except OSError as exc:
-        raise MeshlibError(f"cannot read mesh config {p}: {exc}") from None
+        raise MeshlibError(f"cannot read mesh config {p}: {exc.strerror or exc}") from None
     out: dict[str, ImageCommand] = {}
     for doc in docs:
         images = doc.data.get("images") if isinstance(doc.data, dict) else None
@@ -164,9 +168,23 @@ class ProcessContainer:
                 await proc.wait()
 
 
-def read_mesh_config_if_present(path: str | Path | None) -> dict[str, ImageCommand]:
-    if path is not None:
-        return load_image_map(path)
-    default = Path("meshlib.yaml")
-    return load_image_map(default) if default.is_file() else {}
+def read_mesh_config(path: str | Path | None, announce: Callable[[str], None] | None = None,
+                     ) -> dict[str, ImageCommand]:
+    """The image map of the mesh config the run names (`meshlib up --mesh-config FILE`, behave
+    `-D mesh_config=FILE`); nothing when it names none. A `meshlib.yaml` in the current directory is never read
+    unasked: it runs commands. Each mapping is announced, one line per image, so a run shows what it will run."""
+    if path is None or not str(path).strip():
+        return {}
+    images = load_image_map(Path(path))
+    if announce is not None:
+        for line in describe_image_map(path, images):
+            announce(line)
+    return images
 
+
+def describe_image_map(path: str | Path, images: dict[str, ImageCommand]) -> list[str]:
+    """One line per mapped image: `mesh config meshlib.yaml: image example/orders runs python -m orders`."""
+    if not images:
+        return [f"mesh config {path}: maps no image"]
+    return [f"mesh config {path}: image {image} runs {shlex.join(spec.command)}"
+            for image, spec in sorted(images.items())]

@@ -12,7 +12,8 @@ gives (`namespace`, `pod` and the pod's labels, e.g. `app`, `version`).
 Prometheus itself throttles target changes: its discovery and scrape managers each apply updates at most
 every 5 s, so a new target is scraped 0–10 s after it was written (`wait_for_targets()` waits for that).
 `close()` stops the process (SIGTERM, then SIGKILL) and removes the temp dir; it also runs at interpreter
-exit for a server that was never closed.
+exit for a server that was never closed. Its lifecycle and admin HTTP endpoints are off. If the process dies,
+the next query says so (`PrometheusExited`: pid, exit status, the end of its log), not "connection refused".
 """
 
 from __future__ import annotations
@@ -75,6 +76,19 @@ class PromQLError(MeshlibError):
         self.query = query
         self.message = message
         super().__init__(f"PromQL {query!r} failed: {message}")
+
+
+class PrometheusExited(PromQLError):
+    """The mesh's Prometheus process is gone: says its pid, exit status and last log lines (not a refused
+    connection)."""
+
+    def __init__(self, message: str, query: str | None = None) -> None:
+        self.query = query or ""
+        self.message = message
+        MeshlibError.__init__(self, f"cannot run PromQL {query!r}: {message}" if query else message)
+
+    def for_query(self, query: str) -> PrometheusExited:
+        return PrometheusExited(self.message, query)
 
 
 @dataclass(frozen=True)
@@ -238,9 +252,11 @@ class PrometheusServer:
     def _spawn(self, binary: str, config: Path) -> None:
         assert self.dir is not None
         self.port = free_port()
+        # no --web.enable-lifecycle nor --web.enable-admin-api: no one can stop, reload or wipe it over HTTP
+        # (meshlib rewrites the targets file instead: file_sd notices by itself)
         args = [binary, f"--config.file={config}", f"--storage.tsdb.path={self.dir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1d",
-                "--web.enable-lifecycle", "--log.level=info"]
+                "--log.level=info"]
         self._drain_log()
         self._log.write(f"meshlib: starting {' '.join(args)}")
         # output to a file (no pipe to fill, no reader thread); its own session: a Ctrl-C reaches only us,
@@ -280,6 +296,21 @@ class PrometheusServer:
             time.sleep(POLL)
         raise MeshlibError(f"prometheus did not become ready on {self.url} within {self.start_timeout:g}s; "
                            f"its log ends: {self._tail()}")
+
+    def exit_error(self, query: str | None = None) -> PrometheusExited | None:
+        """None while Prometheus runs (or before it started); else the error that says it died, how, and
+        the end of its log."""
+        proc = self.process
+        if proc is None or proc.poll() is None:
+            return None
+        code = proc.returncode
+        status = str(code)
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                status += f" (killed by {signal.Signals(-code).name})"
+        tail = " | ".join(line[:300] for line in self.log.read(tail=3)) or "no output"
+        return PrometheusExited(f"the mesh's Prometheus (pid {proc.pid}) exited with status {status}; "
+                                f"its log: {tail}", query)
 
     def _port_taken(self) -> bool:
         return any("address already in use" in line for line in self.log.read(tail=20))
@@ -392,6 +423,9 @@ class PrometheusServer:
 
     def _get(self, path: str, params: dict[str, str], query: str | None = None, what: str = "") -> dict[str, Any]:
         subject = query if query is not None else what
+        dead = self.exit_error(query)
+        if dead is not None:
+            raise dead
         if not self.running:
             raise PrometheusUnavailable(f"prometheus is not running (asked for {subject!r})")
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
@@ -403,12 +437,27 @@ class PrometheusServer:
                 body = json.loads(exc.read())
             except ValueError:
                 body = {"status": "error", "error": f"HTTP {exc.code} {exc.reason}"}
+            finally:
+                exc.close()
         except (OSError, ValueError) as exc:
+            dead = self._exited_meanwhile(query)
+            if dead is not None:
+                raise dead from None
             raise PromQLError(subject, f"cannot reach prometheus at {self.url}: {exc}") from None
         if body.get("status") != "success":
             message = f"{body.get('errorType', 'error')}: {body.get('error', 'no message')}"
             raise PromQLError(subject, message)
         return body.get("data") or {}
+
+    def _exited_meanwhile(self, query: str | None, grace: float = 1.0) -> PrometheusExited | None:
+        """After a failed request: the exit error if the process died around it (a dying process may close
+        its socket a moment before it can be reaped)."""
+        proc = self.process
+        if proc is None:
+            return None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(grace)
+        return self.exit_error(query)
 
 
 def _series(labels: Labels) -> str:

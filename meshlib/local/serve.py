@@ -14,7 +14,7 @@ from meshlib.errors import MeshlibError
 from meshlib.explain import proxy_workload_ref
 from meshlib.local.control import ControlServer, clear_state, read_state, state_path, write_state
 from meshlib.local.mesh import PROXY_CONTAINER, LocalMesh
-from meshlib.local.process import read_mesh_config_if_present
+from meshlib.local.process import read_mesh_config
 from meshlib.xds.dialect import from_config_dump, render
 
 SHORT_KINDS = {"vs": "VirtualService", "virtualservice": "VirtualService", "virtualservices": "VirtualService",
@@ -104,7 +104,7 @@ class Handlers:
 
 def up(paths: list[str], namespace: str, port: int, istio_version: str | None, detach: bool,
        mesh_config: str | None = None, time_scale: float = 1.0) -> int:
-    images = read_mesh_config_if_present(mesh_config)
+    images = read_mesh_config(mesh_config, announce=lambda line: print(line, flush=True))
     if detach:
         return _detach()
     _refuse_if_running()

@@ -1,10 +1,18 @@
-"""behave hooks: one backend per feature (a fresh one per scenario where asked), evidence, clean teardown.
+"""behave hooks: a mesh per scenario (shared per feature where asked), version gates, evidence, clean teardown.
 
 Userdata (behave.ini or -D): backend (local), istio_version, namespace, manifests, alpha, seed, time_scale
-(real seconds per second of Flagger's analysis clock: 0.05 runs a 45 s interval in 2.25 s; default 1).
-Tags: `@fresh` (feature or scenario) gives each scenario its own mesh; `@istio.version=1.28` runs the
-feature or scenario on that Istio profile; `@needs.prometheus` skips the scenario, with the reason, where the
-mesh runs without Prometheus (PromQL steps in an untagged scenario fail there instead).
+(real seconds per second of Flagger's analysis clock: 0.05 runs a 45 s interval in 2.25 s; default 1),
+mesh_config (a meshlib.yaml mapping user images to local commands, as `meshlib up --mesh-config`; read only
+when named, each mapping printed once on stderr at the start), allow_outside_manifests (true lets step manifest
+paths leave the `manifests` folder, e.g. "../shared/x.yaml"; default false: such a path fails the step),
+scenario_order (as-written, reverse, shuffle or shuffle:SEED: each feature's scenarios in that order).
+Tags (meshlib.tags): every scenario gets a mesh of its own and starts from its Background, unless its feature
+is tagged `@shared.mesh`; `@istio.version=1.28` pins a feature or scenario to that Istio profile, and
+`@istio.version>=1.28` / `<1.28` (also `>`, `<=`, `!=`) skip it, with the reason, on other profiles;
+`@needs.prometheus` skips the scenario, with the reason, where the mesh runs without Prometheus (PromQL steps
+in an untagged scenario fail there instead).
+After each scenario the console (stderr, past behave's capture) gets, for a failure, the failing step and its
+message, and for any scenario its notes: retries, failures a retry hid, underpowered statistics.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from meshlib.backend import Backend, LocalBackend
 from meshlib.dsl import metrics
 from meshlib.dsl.world import World
 from meshlib.errors import MeshlibError
+from meshlib.local.process import read_mesh_config
 from meshlib.report.evidence import attach
+from meshlib.tags import SHARED_MESH, order, pinned_version, version_gate, with_seed
 
 _OPEN: list[Backend] = []
 
@@ -33,11 +43,13 @@ def _close_all() -> None:
 atexit.register(_close_all)
 
 
-def _version(tags: list[str], default: str | None) -> str | None:
-    for tag in tags:
-        if tag.startswith("istio.version="):
-            return tag.split("=", 1)[1]
-    return default
+def _flag(userdata: dict[str, str], name: str) -> bool:
+    value = str(userdata.get(name, "false")).strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0", ""):
+        return False
+    raise MeshlibError(f"-D {name}={value!r}: use true or false")
 
 
 def _start(context: Context, version: str | None) -> Backend:
@@ -49,7 +61,7 @@ def _start(context: Context, version: str | None) -> Backend:
     if seed != "random" and not seed.isdigit():
         raise MeshlibError(f"-D seed={seed!r}: use a whole number, or 'random' for a fresh seed per run")
     backend = LocalBackend(ud.get("namespace", "default"), version, seed=None if seed == "random" else int(seed),
-                           time_scale=float(ud.get("time_scale", 1.0)))
+                           time_scale=float(ud.get("time_scale", 1.0)), images=context.meshlib_images)
     _OPEN.append(backend)
     return backend
 
@@ -66,26 +78,53 @@ def before_all(context: Context) -> None:
     context.meshlib_version = ud.get("istio_version") or None
     context.meshlib_alpha = float(ud.get("alpha", 0.01))
     context.meshlib_manifests = Path(ud.get("manifests", "manifests")).resolve()
+    context.meshlib_outside_manifests = _flag(ud, "allow_outside_manifests")
+    # the same reading as `meshlib up --mesh-config`; announced past behave's output capture
+    context.meshlib_images = read_mesh_config(ud.get("mesh_config") or None,
+                                              announce=lambda line: print(line, file=sys.__stderr__, flush=True))
+    context.meshlib_order = with_seed(ud.get("scenario_order") or None)
+    order([], context.meshlib_order)  # a bad value stops the run here, in one line
+    if context.meshlib_order and context.meshlib_order.startswith("shuffle:"):
+        _console(f"scenarios of each feature in shuffled order: -D scenario_order={context.meshlib_order}")
     context.meshlib_skipped = []
 
 
+def _console(text: str) -> None:
+    print(text, file=sys.__stderr__, flush=True)
+
+
 def before_feature(context: Context, feature: Feature) -> None:
+    feature.run_items[:] = order(feature.run_items, context.meshlib_order)
     context.feature_backend = None
-    if "fresh" not in feature.tags:
-        context.feature_backend = _start(context, _version(feature.tags, context.meshlib_version))
+    context.feature_version = pinned_version(feature.tags, context.meshlib_version)
+
+
+def _skip(context: Context, scenario: Scenario, reason: str) -> None:
+    scenario.skip(reason=reason)
+    context.meshlib_skipped.append(f"{scenario.location}  {scenario.name}: {reason}")
 
 
 def before_scenario(context: Context, scenario: Scenario) -> None:
     tags = list(scenario.effective_tags)
-    version = _version(tags, context.meshlib_version)
-    fresh = "fresh" in tags or context.feature_backend is None or _version(scenario.tags, None) is not None
-    context.scenario_backend = _start(context, version) if fresh else None
-    backend = context.scenario_backend or context.feature_backend
+    version = pinned_version(tags, context.meshlib_version)
+    context.world = None
+    context.scenario_backend = None
+    gate = version_gate(tags, version)
+    if gate:
+        _skip(context, scenario, gate)
+        return
+    shared = SHARED_MESH in scenario.feature.tags and version == context.feature_version
+    if shared:
+        if context.feature_backend is None:
+            context.feature_backend = _start(context, version)
+        backend = context.feature_backend
+    else:
+        backend = context.scenario_backend = _start(context, version)
     context.world = World(backend, context.config.userdata.get("namespace", "default"),
-                          context.meshlib_manifests, alpha=context.meshlib_alpha, evidence=attach)
+                          context.meshlib_manifests, alpha=context.meshlib_alpha, evidence=attach,
+                          allow_outside_manifests=context.meshlib_outside_manifests)
     if metrics.TAG in tags and not metrics.has_prometheus(context.world):
-        scenario.skip(reason=metrics.SKIP_REASON)
-        context.meshlib_skipped.append(f"{scenario.location}  {scenario.name}")
+        _skip(context, scenario, metrics.SKIP_REASON)
 
 
 def after_scenario(context: Context, scenario: Scenario) -> None:
@@ -94,6 +133,22 @@ def after_scenario(context: Context, scenario: Scenario) -> None:
         world.stop_background()
     _stop(getattr(context, "scenario_backend", None))
     context.scenario_backend = None
+    _report(scenario, world.notes if world is not None else [])
+
+
+def _report(scenario: Scenario, notes: list[str]) -> None:
+    """The failing step with its message, and the scenario's notes, on the console (past behave's capture)."""
+    lines = []
+    if scenario.status.has_failed():
+        step = next((s for s in scenario.all_steps if s.status.has_failed()), None)
+        if step is not None:
+            lines.append(f"  failed at: {step.keyword} {step.name}  ({step.location})")
+            lines += [f"    {line}" for line in (step.error_message or "").rstrip().splitlines()[:14]]
+        else:
+            lines.append("  failed in a hook (see above)")
+    lines += [f"  note: {n}" for n in notes]
+    if lines:
+        _console("\n".join([f"\n{scenario.location}  {scenario.name}", *lines]))
 
 
 def after_feature(context: Context, feature: Feature) -> None:
@@ -106,7 +161,7 @@ def after_all(context: Context) -> None:
     skipped = getattr(context, "meshlib_skipped", [])
     if skipped:  # past behave's output capture: a skip must say why even when the run passes
         lines = "\n".join(f"  {s}" for s in skipped)
-        print(f"{len(skipped)} scenario(s) skipped, {metrics.SKIP_REASON}:\n{lines}", file=sys.__stderr__)
+        _console(f"{len(skipped)} scenario(s) skipped:\n{lines}")
 
 
 __all__ = ["after_all", "after_feature", "after_scenario", "before_all", "before_feature", "before_scenario"]

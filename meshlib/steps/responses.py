@@ -87,6 +87,24 @@ def header_equal(context, name, value):
     responses.all_have_header(world(context), name, value)
 
 
+@then("no request was retried")
+def none_retried(context):
+    """No request of the last batch needed a retry at any hop (from the request ledger: Envoy's try numbers).
+
+    Example: Then no request was retried
+    """
+    responses.at_most_retried(world(context), 0.0)
+
+
+@then("at most {share:Percent} of requests were retried")
+def few_retried(context, share):
+    """At most this share of the last batch's requests needed a retry at some hop.
+
+    Example: Then at most 1% of requests were retried
+    """
+    responses.at_most_retried(world(context), share)
+
+
 @then("every response comes from {app:Name} {version:Name}")
 def every_from(context, app, version):
     """Every request was served by pods of APP with label version=VERSION (mirrored copies do not count).

@@ -9,26 +9,47 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from meshclient import CATALOG_V1, CH5, NS, SERVICES, WEBAPP_HOST, send_many, wait_until
+from meshclient import CATALOG_V1, CH5, NS, ROOT, SERVICES, WEBAPP_HOST, send_many, wait_until
 
+from meshlib.backend import LocalBackend
+from meshlib.dsl import metrics as dsl_metrics
+from meshlib.dsl.world import World
 from meshlib.errors import MeshlibError
+from meshlib.expect import ExpectationFailed
 from meshlib.local.mesh import LocalMesh
 from meshlib.local.metricsquery import BuiltinMetrics, PromQLMetrics, mesh_metrics
-from meshlib.local.prometheus import INSTALL_HINT, PrometheusServer, PrometheusUnavailable, PromQLError
+from meshlib.local.prometheus import (
+    INSTALL_HINT,
+    PrometheusExited,
+    PrometheusServer,
+    PrometheusUnavailable,
+    PromQLError,
+)
 
 WORLD = [SERVICES, CH5 / "webapp-catalog-gw-vs.yaml"]  # webapp calls catalog (v1) and catalog-v2, ~half each
 CATALOG_DEST = {"destination_app": "catalog", "destination_workload_namespace": NS}
 CATALOGS = "catalog|catalog-v2"  # Flagger's `destination_workload=~` is a regex
 needs_prometheus = pytest.mark.skipif(shutil.which("prometheus") is None,
                                       reason="no prometheus binary (apt-get install prometheus)")
+
+
+class MeshBackend(LocalBackend):
+    """LocalBackend over a mesh started here."""
+
+    def __init__(self, mesh: LocalMesh) -> None:
+        self.mesh = mesh
 
 
 def gone(pid: int) -> bool:
@@ -100,6 +121,38 @@ def test_a_prometheus_that_exits_at_once_is_reported_with_its_log_and_cleaned_up
     assert server.dir is None and server.process is None
     assert list(temp.iterdir()) == []
     assert "bad flag: --nope" in server.log.read()  # still readable after close
+
+
+DIES_ON_QUERY = """\
+import http.server, os, sys
+port = int(next(a for a in sys.argv if a.startswith("--web.listen-address=")).rsplit(":", 1)[1])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.startswith("/api/v1/query"):
+            print("fatal: out of memory", flush=True)
+            os._exit(7)  # mid-request: the client sees the connection close, not an answer
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+print("Server is ready to receive web requests.", flush=True)
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"""
+
+
+def test_a_prometheus_that_dies_during_a_query_is_reported_not_as_a_connection_error(tmp_path):
+    script = tmp_path / "fake.py"
+    script.write_text(DIES_ON_QUERY)
+    with PrometheusServer(binary=fake_binary(tmp_path, f'exec "{sys.executable}" "{script}" "$@"')) as server:
+        server.start(wait_for_targets=False)
+        pid = server.pid
+        with pytest.raises(PrometheusExited) as err:
+            server.query("up")
+    message = str(err.value)
+    assert message.startswith(f"cannot run PromQL 'up': the mesh's Prometheus (pid {pid}) exited with status 7; "
+                              "its log: "), message
+    assert message.endswith("Server is ready to receive web requests. | fatal: out of memory"), message
 
 
 def test_interrupted_start_stops_the_process_and_removes_the_dir(tmp_path, monkeypatch):
@@ -212,3 +265,59 @@ def test_close_stops_prometheus_and_removes_its_dir():
     assert gone(pid), "prometheus still runs after close()"
     assert not data.exists()
     mesh.close()  # idempotent
+
+
+@needs_prometheus
+def test_lifecycle_and_admin_endpoints_are_off():
+    """Nobody on this machine can stop, reload or wipe the mesh's Prometheus over HTTP."""
+    with PrometheusServer() as server:
+        server.start()
+        assert server.pid is not None
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")
+        assert not [a for a in cmdline if a.startswith((b"--web.enable-lifecycle", b"--web.enable-admin-api"))]
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        for path, answer in [("/-/quit", b"Lifecycle API is not enabled"),
+                             ("/-/reload", b"Lifecycle API is not enabled"),
+                             ("/api/v1/admin/tsdb/snapshot", b"admin APIs disabled"),
+                             ("/api/v1/admin/tsdb/delete_series?match[]=up", b"admin APIs disabled")]:
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                opener.open(urllib.request.Request(f"{server.url}{path}", data=b"", method="POST"), timeout=5)
+            with refused.value as response:
+                assert answer in response.read(), path
+        assert server.running
+        assert server.query_scalar("vector(1)") == 1  # still serving
+
+
+@needs_prometheus
+def test_a_query_after_prometheus_died_says_so_with_its_pid_status_and_log():
+    mesh = LocalMesh(namespace=NS, port=0, seed=12, prometheus=True).start()  # the ingress gateway alone
+    try:
+        server = mesh.prometheus
+        assert server is not None and server.pid is not None
+        pid = server.pid
+        wait_until(server.log.read, lambda lines: any("ready to receive" in x for x in lines), timeout=10)
+        os.kill(pid, signal.SIGKILL)  # as the OOM killer would
+        lead = f"the mesh's Prometheus (pid {pid}) exited with status -9 (killed by SIGKILL); its log: "
+
+        # at once, maybe before the process is reaped: a query noticing the refused connection says the same
+        with pytest.raises(PrometheusExited) as direct:
+            server.query("up")
+        assert lead in str(direct.value)
+
+        for fresh in (False, True):
+            with pytest.raises(PrometheusExited) as err:
+                mesh.promql('sum(istio_requests_total{reporter="destination"})', fresh=fresh)
+            message = str(err.value)
+            assert message.startswith("cannot run PromQL 'sum(istio_requests_total{reporter=\"destination\"})': "
+                                      + lead), message
+            assert "\n" not in message and "refused" not in message.lower()
+            assert message.split("its log: ", 1)[1].strip() not in ("", "no output")
+
+        # a PromQL step says it the same way, with the query
+        world = World(MeshBackend(mesh), NS, ROOT / "manifests")
+        with pytest.raises(ExpectationFailed) as failed:
+            dsl_metrics.promql_at_least(world, "sum(up)", 1)
+        assert "Prometheus could not run the PromQL" in str(failed.value) and lead in str(failed.value)
+    finally:
+        mesh.close()
+    assert gone(pid)

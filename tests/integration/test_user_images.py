@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -14,7 +17,7 @@ import pytest
 
 from meshlib.errors import ConfigError
 from meshlib.local.mesh import LocalMesh
-from meshlib.local.process import load_image_map
+from meshlib.local.process import load_image_map, read_mesh_config
 
 APP = textwrap.dedent("""
     import http.server, os
@@ -116,3 +119,108 @@ def test_bad_mesh_config_names_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_image_map(config)
     assert f"{config}:2" in str(err.value) and "list of strings" in str(err.value)
+
+
+# --- a mesh config runs commands only when the run names it ----------------------------------------
+ROOT = Path(__file__).resolve().parents[2]
+FEATURE = """\
+Feature: a user image
+  Scenario: orders answers through the mesh
+    Given the manifest "m.yaml" is applied
+    When 3 requests are sent from sleep to http://orders.default/hello
+    Then every response has status 200
+    And every response body contains "user image"
+"""
+
+
+def _isolated_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "HOME": str(tmp_path), "MESHLIB_STATE": str(tmp_path / "state" / "mesh.json")}
+
+
+def _meshlib(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "meshlib.cli", "up", "-f", "m.yaml", "--port", "0", *args],
+                            cwd=tmp_path, env=_isolated_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_read_mesh_config_reads_only_a_named_file(files: tuple[Path, Path], monkeypatch) -> None:
+    manifests, config = files
+    monkeypatch.chdir(config.parent)  # a meshlib.yaml in the current directory
+    assert read_mesh_config(None) == {}
+    assert read_mesh_config("") == {}
+    seen: list[str] = []
+    images = read_mesh_config(config, announce=seen.append)
+    assert list(images) == ["example/orders"]
+    assert seen == [f"mesh config {config}: image example/orders runs {sys.executable} {config.parent / 'app.py'}"]
+
+
+def test_meshlib_up_ignores_a_meshlib_yaml_it_was_not_given(files: tuple[Path, Path]) -> None:
+    manifests, config = files
+    proc = _meshlib(config.parent)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, out + err
+    assert "mesh up" not in out and "runs" not in out
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert "'example/orders:1.0' has no builtin app" in err and "map it to a local command" in err
+    assert "--mesh-config" in err
+
+
+def test_meshlib_up_with_mesh_config_prints_the_mapping_and_runs_it(files: tuple[Path, Path]) -> None:
+    manifests, config = files
+    proc = _meshlib(config.parent, "--mesh-config", "meshlib.yaml")
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("mesh up"):
+                break
+        assert lines and lines[-1].startswith("mesh up: 3 pods"), lines + [proc.stderr.read() if proc.poll() else ""]
+        assert lines[0] == (f"mesh config meshlib.yaml: image example/orders runs "
+                            f"{sys.executable} {config.parent / 'app.py'}")
+        down = subprocess.run([sys.executable, "-m", "meshlib.cli", "get", "pods"], cwd=config.parent,
+                              env=_isolated_env(config.parent), capture_output=True, text=True, timeout=30)
+        assert down.returncode == 0 and "orders-" in down.stdout, down.stdout + down.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0
+
+
+def _behave(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "behave", "-f", "plain", "--no-timings", "--no-capture",
+                           "-D", f"manifests={cwd}", *args], cwd=cwd, env=_isolated_env(cwd),
+                          capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture
+def project(files: tuple[Path, Path]) -> Path:
+    """A behave project beside the manifests and a meshlib.yaml: meshlib's steps, one feature."""
+    root = files[1].parent
+    shutil.copytree(ROOT / "steps", root / "steps")
+    shutil.copy(ROOT / "environment.py", root)
+    (root / "features").mkdir()
+    (root / "features" / "orders.feature").write_text(FEATURE)
+    return root
+
+
+def test_behave_runs_a_user_image_with_mesh_config(project: Path) -> None:
+    run = _behave(project, "-D", "mesh_config=meshlib.yaml")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "1 scenario passed, 0 failed" in run.stdout
+    mapping = f"mesh config meshlib.yaml: image example/orders runs {sys.executable} {project / 'app.py'}"
+    assert run.stderr.count(mapping) == 1, run.stderr
+
+
+def test_behave_ignores_a_meshlib_yaml_it_was_not_given(project: Path) -> None:
+    run = _behave(project)
+    assert run.returncode != 0
+    out = run.stdout + run.stderr
+    assert "'example/orders:1.0' has no builtin app" in out and "map it to a local command" in out, out[-3000:]
+    assert "mesh config" not in run.stderr

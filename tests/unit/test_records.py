@@ -73,13 +73,13 @@ def outbound(pod: str, start: float, rid: str, to: str | None, cluster: str | No
 
 
 def inbound(pod: str, start: float, rid: str, source: str | None, *, attempt: int | None = 1, status: int = 200,
-            authority: str = "catalog.istioinaction") -> str:
+            authority: str = "catalog.istioinaction", flags: str = "-", details: str = "via_upstream") -> str:
     """An inbound record line (`source`: the pod whose sidecar sent it; None: a client outside the mesh)."""
     port = PODS[pod][2]
     return json.dumps({
         "start": f"{start:.6f}", "method": "GET", "path": "/items", "authority": authority, "request_id": rid,
         "attempt": str(attempt) if attempt is not None else None, "attempts": 1, "protocol": "HTTP/1.1",
-        "status": status, "flags": "-", "details": "via_upstream", "duration_ms": 2, "bytes_received": 0,
+        "status": status, "flags": flags, "details": details, "duration_ms": 2, "bytes_received": 0,
         "bytes_sent": 12, "wire_bytes_received": 150, "wire_bytes_sent": 170,
         "upstream_host": f"{PODS[pod][0]}:1{port}", "upstream_cluster": f"inbound|{port}||",
         "downstream_local": addr(pod), "downstream_remote": (addr(source, 41000) if source else "127.0.0.1:41000"),
@@ -446,3 +446,44 @@ def test_pod_records_read_lazily_and_count_malformed_lines(tmp_path: Path):
               if s.name == "istio_requests_total"]
     assert [(s.labels["reporter"], s.value) for s in series] == [("destination", 3.0)]
     records.close()
+
+
+# --- client disconnects (Envoy's DC flag) ---------------------------------------------------------------
+DISCONNECT = "downstream_remote_disconnect"
+
+
+@pytest.mark.parametrize("status, flags", [(200, "DC"), (0, "DI,DC"), (200, "DC,URX"), (503, "DC")],
+                         ids=["mid-body", "before the response", "with another flag", "after an error"])
+def test_a_client_disconnect_is_a_failed_request_in_the_ledger_and_the_metrics(status, flags):
+    """Envoy logs the code it had begun to send (200 `DC` when the client leaves mid-body, as seen on this
+    mesh): meshlib counts it as Istio reports a disconnect, response_code 0, never as a success."""
+    line = inbound("catalog-v1-a", T, "r", "webapp-1", status=status, flags=flags, details=DISCONNECT)
+    record = parse_record(line)
+    assert record is not None and (record.status, record.flags) == (0, flags)
+    labels = labels_of("catalog-v1-a", line)
+    assert (labels["response_code"], labels["response_flags"]) == ("0", flags)
+    gateway = labels_of("gw", outbound("gw", T, "r", "webapp-1", "outbound|80||webapp.istioinaction.svc.cluster.local",
+                                       status=status, flags=flags, authority="webapp.istioinaction.io"), gateway=True)
+    assert (gateway["reporter"], gateway["response_code"], gateway["response_flags"]) == ("source", "0", flags)
+    ledger = Ledger()
+    feed(ledger, [("catalog-v1-a", line)])
+    (served,) = ledger.served("r")
+    assert served.status == 0
+
+
+def test_only_the_dc_flag_turns_a_response_into_a_disconnect():
+    for flags, status in [("-", 200), ("UC", 503), ("DI", 200), ("DPE", 400), ("UT", 504)]:
+        record = parse_record(inbound("catalog-v1-a", T, "r", "webapp-1", status=status, flags=flags))
+        assert record is not None and record.status == status, flags
+
+
+def test_a_disconnected_request_is_counted_apart_from_the_200s():
+    """In the proxies' own counters (what builtin metric checks read), a 200 the client never finished
+    reading is a response_code="0" request, not one more 200."""
+    records = PodRecords(os.devnull, "catalog-v1-a", PODS["catalog-v1-a"][1])
+    lines = [inbound("catalog-v1-a", T + i, f"r{i}", "webapp-1") for i in range(3)]
+    lines.append(inbound("catalog-v1-a", T + 3, "r3", "webapp-1", status=200, flags="DC", details=DISCONNECT))
+    records.ingest(lines, FakeMesh())
+    counts = {s.labels["response_code"]: s.value for f in text_string_to_metric_families(records.exposition().decode())
+              for s in f.samples if s.name == "istio_requests_total"}
+    assert counts == {"200": 3.0, "0": 1.0}

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
-from meshlib.dsl import responses, sending
+from meshlib.dsl import hidden, responses, sending
 from meshlib.dsl.world import World
 from meshlib.errors import InputError
 from meshlib.expect import ExpectationFailed
+from meshlib.local.envoy.records import Served
+from meshlib.local.metrics import Peer
 from meshlib.traffic import Plan, Response
 
 ITEMS = [{"id": 1, "name": "Elinor Glasses", "price": 2.0}, {"id": 2, "name": "Mustard Hat", "price": 7.5}]
@@ -109,3 +111,39 @@ def test_zero_at_a_time_is_refused_where_it_is_written() -> None:
     with pytest.raises(InputError, match="0 requests at a time"):
         sending.set_concurrency(w, 0)
     assert w.concurrency == 8
+
+
+def _served(rid: str, workload: str, version: str, status: int, attempt: int, mirrored: bool = False) -> Served:
+    return Served(rid, f"{workload}-1", Peer(workload, "istioinaction", workload.split("-")[0], version),
+                  f"{workload}:80", "/items", status, mirrored, 1.0 + attempt, attempt)
+
+
+def test_a_retry_that_hid_a_503_is_shown_and_fails_no_request_was_retried() -> None:
+    w = world(ITEMS, ITEMS, ITEMS)
+    w.responses[0].served_by = [_served("id-0", "catalog", "v2", 503, 1), _served("id-0", "catalog", "v1", 200, 2)]
+    w.responses[1].served_by = [_served("id-1", "catalog", "v1", 200, 1)]
+    w.responses[2].served_by = [_served("id-2", "catalog", "v1", 200, 1)]
+    what = hidden.of(w.responses)
+    assert what.lines() == ["1 of 3 requests were retried (1 extra try)",
+                            "failures a retry hid from the clients: catalog v2 answered 503 ×1"]
+    responses.every_status(w, 200)  # the client saw 200 every time ...
+    with pytest.raises(ExpectationFailed, match=r"expected no request to be retried\n\s+but 1 of 3 requests were "
+                                                r"retried \(1 extra try\); failures a retry hid"):
+        responses.at_most_retried(w, 0.0)  # ... and the ledger says what it cost
+    responses.at_most_retried(w, 0.34)
+    with pytest.raises(ExpectationFailed, match="at most 10% of requests to be retried"):
+        responses.at_most_retried(w, 0.10)
+
+
+def test_a_try_that_never_reached_a_pod_still_counts_and_failed_mirror_copies_show() -> None:
+    w = world(ITEMS)
+    w.responses[0].served_by = [_served("id-0", "catalog", "v1", 200, 3)]  # tries 1 and 2 were refused connections
+    w.responses[0].mirror_copies = [_served("id-0", "catalog", "v2", 500, 1, mirrored=True)]
+    what = hidden.of(w.responses)
+    assert what.retried == 1 and what.extra_tries == 2
+    assert "1 of 1 mirrored copies failed (their answers are dropped): catalog v2 answered 500 ×1" in what.lines()
+
+
+def test_the_retry_check_fails_when_the_ledger_followed_no_request() -> None:
+    with pytest.raises(ExpectationFailed, match="none of the 2 reached a pod of the mesh"):
+        responses.at_most_retried(world(ITEMS, ITEMS), 0.0)

@@ -70,7 +70,8 @@ class UnknownImageError(MeshlibError):
         builtin = ", ".join(sorted(known for known in IMAGES if not known.startswith("docker.io/")))
         super().__init__(
             f"image {image!r} has no builtin app in the embedded mesh (builtin images: {builtin}); "
-            f"map it to a local command in meshlib.yaml under images: {{{name}: {{command: [...]}}}}"
+            f"map it to a local command in meshlib.yaml under images: {{{name}: {{command: [...]}}}} and name "
+            "that file: `meshlib up --mesh-config meshlib.yaml`, or behave -D mesh_config=meshlib.yaml"
         )
 
 

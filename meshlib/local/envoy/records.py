@@ -45,6 +45,10 @@ SPECIAL_CLUSTERS = frozenset({BLACKHOLE, PASSTHROUGH, "InboundPassthroughCluster
 ROUTE_SERVICE_NAMES = {"block_all": BLACKHOLE, "allow_any": PASSTHROUGH}  # Istio's catch-all routes
 # Flags of requests that never reached an upstream host: no inbound record will follow.
 NOT_DELIVERED = frozenset({"UF", "UH", "UO", "NR", "NC", "FI", "DC"})
+# Envoy's flag for a client (downstream) that closed the connection before the response was complete. Such a
+# record counts as failed: status 0 in the ledger and `response_code="0"` in Istio's metrics, as Istio reports
+# a disconnect before the response; Envoy itself logs the code it had begun to send (200 `DC` mid-body).
+DOWNSTREAM_DISCONNECT = "DC"
 
 
 # --- records ------------------------------------------------------------------------------------------
@@ -62,7 +66,7 @@ class Record:
     attempt: int | None = None  # x-envoy-attempt-count as received (inbound: which try of the caller this is)
     attempts: int | None = None  # upstream tries this proxy made (outbound: the final try's number)
     protocol: str = ""
-    status: int = 0  # 0: no response was sent
+    status: int = 0  # 0: no (complete) response reached the client: none was sent, or it disconnected (DC)
     flags: str = ""  # Envoy's short response flags, "" for none
     details: str = ""
     duration_ms: int | None = None
@@ -119,10 +123,14 @@ def parse_record(line: str) -> Record | None:
         if start is None or isinstance(start, bool):
             return None
         get = obj.get
+        flags = _text(get("flags"))
+        status = _number(get("status")) or 0
+        if DOWNSTREAM_DISCONNECT in flags and DOWNSTREAM_DISCONNECT in flags.split(","):
+            status = 0  # the client never got the whole response: a failed request, whatever Envoy had sent
         return Record(  # positional, in field order: several times cheaper than keywords
             obj["direction"], float(start), _text(get("method")), _text(get("path")), _text(get("authority")),
             _text(get("request_id")), _number(get("attempt")), _number(get("attempts")), _text(get("protocol")),
-            _number(get("status")) or 0, _text(get("flags")), _text(get("details")), _number(get("duration_ms")),
+            status, flags, _text(get("details")), _number(get("duration_ms")),
             _number(get("bytes_received")) or 0, _number(get("bytes_sent")) or 0,
             _number(get("wire_bytes_received")), _number(get("wire_bytes_sent")), _text(get("upstream_host")),
             _text(get("upstream_cluster")), _text(get("downstream_local")), _text(get("downstream_remote")),
@@ -411,7 +419,7 @@ def _mirrored(hops: list[_Hop], calls: list[_Call]) -> set[int]:
 
 
 def _failed(hop: _Hop) -> bool:
-    return hop.status >= 500 or hop.status == 0 or "DC" in hop.flags.split(",")
+    return hop.status >= 500 or hop.status == 0
 
 
 # --- one proxy's records ------------------------------------------------------------------------------
