@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 RESULTS := reports/allure-results
 ALLURE  := .tools/node_modules/.bin/allure
 
-.PHONY: demo test lint features catalog report bench clean
+.PHONY: demo test lint features features-reversed catalog report bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,10 +25,15 @@ test: $(STAMP) lint
 	@$(BIN)/behave --dry-run -f null --no-summary   # an undefined step fails the build
 	@$(BIN)/python -m meshlib.report.catalog --check
 	@$(MAKE) --no-print-directory features
+	@$(MAKE) --no-print-directory features-reversed
 
 features: $(STAMP)
 	@rm -rf $(RESULTS) && mkdir -p $(RESULTS)
 	@$(BIN)/behave -f allure -o $(RESULTS) -f progress
+
+# Isolation and version gates: every feature again, its scenarios in reverse order, on the Istio 1.28 profile.
+features-reversed: $(STAMP)
+	@$(BIN)/behave -D scenario_order=reverse -D istio_version=1.28 -f progress
 
 lint: $(STAMP)
 	@$(BIN)/ruff check meshlib tests steps environment.py
