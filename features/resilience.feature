@@ -62,7 +62,7 @@ Feature: Resilience: load balancing, retries, circuit breaking and outlier detec
     Then the simple-web sidecar ejected a simple-backend pod
     When 30 requests are sent
     Then every response has status 200
-    And every response comes from simple-backend unknown
+    And every response comes from simple-backend latest
 
   @critical
   Scenario: when every backend pod fails, all are ejected and the caller answers 503 UH without trying them

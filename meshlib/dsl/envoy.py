@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from meshlib.backend import GATEWAY
+from meshlib.config.canonical import is_app, revision_of
 from meshlib.dsl.jsonpath import compile_path
 from meshlib.dsl.world import World
 from meshlib.expect import fail
@@ -70,8 +71,8 @@ def endpoint_versions(world: World, pc: ProxyConfig, d: Decision, app: str) -> s
     for cluster in clusters_of(d):
         for ep in pc.endpoints.get(cluster, []):
             labels = dict(ep.labels)
-            if labels.get("app") == app:
-                out.add(labels.get("version", "unknown"))
+            if is_app(labels, ep.workload or "", app):
+                out.add(revision_of(labels))
     return out
 
 
@@ -95,15 +96,15 @@ def observed_matches_prediction(world: World, app: str) -> None:
     for r in world.responses:
         chain = r.served_by
         for i, s in enumerate(chain):
-            if s.peer.app != app:
+            if not s.peer.is_app(app):
                 continue
             caller = chain[i - 1].peer.workload if i > 0 else "istio-ingressgateway"
             who = "gateway" if caller == "istio-ingressgateway" else caller
             pc, d = decide(world, who, s.authority, s.path, dict(world.headers))
             allowed = endpoint_versions(world, pc, d, app)
             checked += 1
-            if s.peer.version not in allowed:
-                wrong.append((r.request_id[:8], caller, s.authority + s.path, s.peer.version,
+            if s.peer.canonical_revision not in allowed:
+                wrong.append((r.request_id[:8], caller, s.authority + s.path, s.peer.canonical_revision,
                               ", ".join(sorted(allowed))))
     world.attach("predicted vs observed", f"{checked} hops to {app} checked, {len(wrong)} disagreed")
     if checked == 0:

@@ -59,11 +59,11 @@ def of(responses: list[Response]) -> Hidden:
         for served in by_workload.values():
             top = max(s.attempt for s in served)
             extra += top - 1
-            hidden.masked.update((s.peer.workload, s.peer.version, s.status) for s in served
+            hidden.masked.update((s.peer.workload, s.peer.canonical_revision, s.status) for s in served
                                  if _failed(s.status) and s.attempt < top)
         hidden.retried += extra > 0
         hidden.extra_tries += extra
         hidden.mirror_copies += len(r.mirror_copies)
-        hidden.mirror_failures.update((s.peer.workload, s.peer.version, s.status) for s in r.mirror_copies
+        hidden.mirror_failures.update((s.peer.workload, s.peer.canonical_revision, s.status) for s in r.mirror_copies
                                       if _failed(s.status))
     return hidden

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from meshlib.config.canonical import is_app, revision_of
 from meshlib.config.store import Workload
 from meshlib.dsl.world import World
 from meshlib.expect import fail
@@ -14,8 +15,7 @@ SETTLE_SECONDS = 5.0  # mirrored copies are fire-and-forget: give them a bounded
 
 def workloads_of(world: World, app: str, version: str | None = None) -> list[Workload]:
     found = [w for w in world.backend.store.workloads() if w.namespace == world.namespace
-             and (w.labels.get("app") == app or w.name == app)
-             and (version is None or w.labels.get("version") == version)]
+             and is_app(w.labels, w.name, app) and (version is None or revision_of(w.labels) == version)]
     if not found:
         raise fail(f"a workload {app}" + (f" {version}" if version else ""),
                    f"namespace {world.namespace} has none (apply its Deployment first)")

@@ -105,7 +105,7 @@ def none_healthy(world: World, caller: str, service: str) -> None:
 
 
 def _pods_of(response: Response, app: str) -> list[str]:
-    return [s.pod for s in response.served_by if s.peer.app == app or s.peer.workload == app]
+    return [s.pod for s in response.served_by if s.peer.is_app(app)]
 
 
 def _served(world: World, app: str) -> list[tuple[Response, str]]:

@@ -134,7 +134,7 @@ def all_have_header(world: World, name: str, value: str | None = None) -> None:
 
 def served_by(response: Response, app: str) -> list[str]:
     """Versions of `app` that served this request (not counting mirrored copies)."""
-    return [s.peer.version for s in response.served_by if s.peer.app == app or s.peer.workload == app]
+    return [s.peer.canonical_revision for s in response.served_by if s.peer.is_app(app)]
 
 
 def version_of(response: Response, app: str) -> str:

@@ -53,7 +53,7 @@ def sample_table(responses: list[Response], limit: int = SAMPLE) -> str:
 
 
 def served_text(r: Response) -> str:
-    return " → ".join(f"{s.peer.workload} ({s.peer.version})" for s in r.served_by) or "-"
+    return " → ".join(f"{s.peer.workload} ({s.peer.canonical_revision})" for s in r.served_by) or "-"
 
 
 def set_concurrency(world: World, count: int) -> None:

@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from meshlib.config.canonical import revision_of, service_of
+
 LABELS = ("reporter", "source_workload", "source_canonical_service", "source_canonical_revision",
           "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster",
           "destination_workload", "destination_workload_namespace", "destination_principal", "destination_app",
@@ -49,10 +51,12 @@ class Peer:
 
     @classmethod
     def of(cls, workload: str, namespace: str, labels: dict[str, str]) -> Peer:
-        app = labels.get("app", UNKNOWN)
-        return cls(workload, namespace, app, labels.get("version", UNKNOWN),
-                   labels.get("service.istio.io/canonical-name", labels.get("app", workload)),
-                   labels.get("service.istio.io/canonical-revision", labels.get("version", "latest")))
+        return cls(workload, namespace, labels.get("app", UNKNOWN), labels.get("version", UNKNOWN),
+                   service_of(labels, workload), revision_of(labels))
+
+    def is_app(self, app: str) -> bool:
+        """Whether a step's `app` names this peer (canonical service, `app` label or workload name)."""
+        return app in (self.canonical_service, self.app, self.workload)
 
     @property
     def known(self) -> bool:

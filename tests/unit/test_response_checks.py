@@ -114,7 +114,8 @@ def test_zero_at_a_time_is_refused_where_it_is_written() -> None:
 
 
 def _served(rid: str, workload: str, version: str, status: int, attempt: int, mirrored: bool = False) -> Served:
-    return Served(rid, f"{workload}-1", Peer(workload, "istioinaction", workload.split("-")[0], version),
+    peer = Peer.of(workload, "istioinaction", {"app": workload.split("-")[0], "version": version})
+    return Served(rid, f"{workload}-1", peer,
                   f"{workload}:80", "/items", status, mirrored, 1.0 + attempt, attempt)
 
 
@@ -147,3 +148,22 @@ def test_a_try_that_never_reached_a_pod_still_counts_and_failed_mirror_copies_sh
 def test_the_retry_check_fails_when_the_ledger_followed_no_request() -> None:
     with pytest.raises(ExpectationFailed, match="none of the 2 reached a pod of the mesh"):
         responses.at_most_retried(world(ITEMS, ITEMS), 0.0)
+
+
+@pytest.mark.parametrize("labels", [
+    {"app": "catalog", "version": "v2"},
+    {"app.kubernetes.io/name": "catalog", "app.kubernetes.io/version": "v2"},
+    {"service.istio.io/canonical-name": "catalog", "service.istio.io/canonical-revision": "v2", "app": "shop"},
+])
+def test_workload_and_version_come_from_the_labels_istio_reads(labels: dict[str, str]) -> None:
+    w = world(ITEMS, ITEMS)
+    for r in w.responses:
+        r.served_by = [Served(r.request_id, "catalog-v2-1", Peer.of("catalog-v2", "istioinaction", labels),
+                              "catalog:80", "/items", 200, False, 1.0)]
+    responses.every_response_from(w, "catalog", "v2")
+    assert responses.version_of(w.responses[0], "catalog") == "v2"
+
+
+def test_a_workload_without_version_labels_is_latest_as_istio_names_it() -> None:
+    assert Peer.of("simple-backend-1", "istioinaction", {"app": "simple-backend"}).canonical_revision == "latest"
+    assert Peer.of("web", "istioinaction", {}).canonical_service == "web"
