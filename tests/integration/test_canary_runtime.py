@@ -123,8 +123,11 @@ def test_a_failing_release_rolls_back_after_five_failed_checks(traffic) -> None:
         history = wait_for(mesh, "Failed", since, timeout=40)
 
         assert phase_steps(history) == ["Initializing", "Initialized", "Progressing", "Failed"]
-        assert weight_steps(history) == [10]
-        assert [p["failedChecks"] for p in history if p["phase"] == "Progressing" and p["canaryWeight"]] == \
+        # the blow-up shows in the first window, or (on a loaded machine, whose first short window can hold
+        # too few of the canary's requests) in the next one: the weight never gets past the second step
+        weights = weight_steps(history)
+        assert weights in ([10], [10, 20]), weights
+        assert [p["failedChecks"] for p in history if p["phase"] == "Progressing" and p["canaryWeight"]][-6:] == \
             [0, 1, 2, 3, 4, 5]
         status = mesh.canary_status(RELEASE, NS)
         assert (status["phase"], status["canaryWeight"]) == ("Failed", 0)
@@ -153,7 +156,7 @@ def test_a_failing_release_rolls_back_after_five_failed_checks(traffic) -> None:
         assert [r.status for r in replies] == [200] * 20 and not any(r.has_image for r in replies)
         responses = traffic[0].stop()
         errors = sum(r.status != 200 for r in responses)
-        assert 0 < errors <= 0.10 * len(responses), (errors, len(responses))
+        assert 0 < errors <= max(weights) / 100 * len(responses), (errors, len(responses))
 
 
 def test_deleting_the_canary_stops_it_and_collects_what_it_owned() -> None:

@@ -199,7 +199,8 @@ def test_without_prometheus_tagged_scenarios_are_skipped_with_the_reason_and_unt
     tagged = _behave(tmp_path, "-n", "^tagged$", path=no_prometheus)
     assert tagged.returncode == 0, tagged.stdout + tagged.stderr
     assert "0 scenarios passed, 0 failed, 2 skipped" in tagged.stdout  # untagged one is not selected by -n
-    assert "1 scenario(s) skipped, needs Prometheus: install Debian's prometheus package" in tagged.stderr
+    assert ("1 scenario(s) skipped:\n  features/m.feature:5  tagged: needs Prometheus: install Debian's prometheus "
+            "package") in tagged.stderr
     assert "features/m.feature:5  tagged" in tagged.stderr
 
     untagged = _behave(tmp_path, "-n", "^untagged$", path=no_prometheus, fmt="plain")
