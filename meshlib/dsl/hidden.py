@@ -1,10 +1,10 @@
 """What a batch's clients did not see: retried requests, failures a retry hid, mirror copies that failed.
 
 Read from the request ledger (which pod's sidecar served which `x-request-id`, and as which try of its
-caller: Envoy's `x-envoy-attempt-count`). Per request and per serving workload, the highest try number says
-how many tries the caller made (a try that never reached a pod, such as a refused connection, still counts
-in the number of the next one); a failed answer (5xx or none) followed by a later try of the same workload
-is a failure the retry hid from the client.
+caller: Envoy's `x-envoy-attempt-count`). Per request and per called service (the hop's authority: its tries
+may land on any of its pods), the highest try number says how many tries the caller made (a try that never
+reached a pod, such as a refused connection, still counts in the number of the next one); a failed answer
+(5xx or none) followed by a later try of the same call is a failure the retry hid from the client.
 """
 
 from __future__ import annotations
@@ -52,11 +52,11 @@ def of(responses: list[Response]) -> Hidden:
     hidden = Hidden(responses=len(responses))
     for r in responses:
         hidden.traced += bool(r.served_by)
-        by_workload: dict[str, list] = defaultdict(list)
+        by_call: dict[str, list] = defaultdict(list)  # the service a hop called: its tries may land on any pod
         for s in r.served_by:
-            by_workload[s.peer.workload].append(s)
+            by_call[s.authority].append(s)
         extra = 0
-        for served in by_workload.values():
+        for served in by_call.values():
             top = max(s.attempt for s in served)
             extra += top - 1
             hidden.masked.update((s.peer.workload, s.peer.canonical_revision, s.status) for s in served

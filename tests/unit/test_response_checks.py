@@ -116,7 +116,7 @@ def test_zero_at_a_time_is_refused_where_it_is_written() -> None:
 def _served(rid: str, workload: str, version: str, status: int, attempt: int, mirrored: bool = False) -> Served:
     peer = Peer.of(workload, "istioinaction", {"app": workload.split("-")[0], "version": version})
     return Served(rid, f"{workload}-1", peer,
-                  f"{workload}:80", "/items", status, mirrored, 1.0 + attempt, attempt)
+                  f"{workload.split('-')[0]}:80", "/items", status, mirrored, 1.0 + attempt, attempt)
 
 
 def test_a_retry_that_hid_a_503_is_shown_and_fails_no_request_was_retried() -> None:
