@@ -24,6 +24,13 @@ class IstioProfile:
     inbound_passthrough_clusters: tuple[str, ...]
     shadow_host_suffix: bool
     default_lb_policy: str
+    missing_header_as_empty: bool = True  # withoutHeaders string matchers match an absent header (1.22+)
+    query_prefix_match: bool = True  # queryParams `prefix` matches a prefix (1.18+); before, only presence
+    single_weight_collapses: bool = False  # one non-zero weight among several → route.cluster (≤1.18)
+    mirrors_list: bool = True  # `mirrors` (a list) is translated (1.20+; in the API from 1.19)
+    retry_host_and_backoff: bool = True  # retries.retryIgnorePreviousHosts and retries.backoff (1.26+)
+    hash_drops_previous_hosts: bool = True  # consistentHash routes retry without previous_hosts (1.23+)
+    route_config_api: str = "v1"  # the VirtualService GVK in route metadata: v1alpha3 until 1.23
 
     @property
     def minor(self) -> int:
@@ -51,4 +58,18 @@ def profile_for(version: str | None = None) -> IstioProfile:
         else ("InboundPassthroughClusterIpv4", "InboundPassthroughClusterIpv6"),
         shadow_host_suffix=m <= 27,
         default_lb_policy="LEAST_REQUEST" if m >= 14 else "ROUND_ROBIN",
+        # route/route.go: TreatMissingHeaderAsEmpty on inverted matchers from 1.22 (istio#49540)
+        missing_header_as_empty=m >= 22,
+        # route/route.go translateQueryParamMatch: prefix became a real prefix match in 1.18 (istio#43736)
+        query_prefix_match=m >= 18,
+        # route/route.go translateRoute: weightedClusters for several destinations from 1.19
+        single_weight_collapses=m <= 18,
+        # route/route.go: HTTPRoute.mirrors translated from 1.20 (istio#45944)
+        mirrors_list=m >= 20,
+        # retry/retry.go ConvertPolicy: retryIgnorePreviousHosts and backoff from 1.26
+        retry_host_and_backoff=m >= 26,
+        # retry/retry.go ConvertPolicy(policy, hashPolicy): no previous_hosts predicate with a hash policy, 1.23+
+        hash_drops_previous_hosts=m >= 23,
+        # route/route.go getSourceMetadata (istio config path): gvk.VirtualService is v1 from 1.24
+        route_config_api="v1" if m >= 24 else "v1alpha3",
     )

@@ -44,7 +44,7 @@ def header_matches(matcher: Json, request: Request) -> bool:
         if matcher.get("treatMissingHeaderAsEmpty"):
             result = string_match(matcher.get("stringMatch") or {}, "")
         else:
-            return bool(matcher.get("invertMatch"))  # absent header: a plain matcher fails; inverted passes
+            return False  # Envoy: an absent header matches no string matcher, inverted or not (only presentMatch)
     else:  # a repeated header matches when any one of its values does
         result = any(string_match(matcher.get("stringMatch") or {}, v) for v in values)
     return not result if matcher.get("invertMatch") else result

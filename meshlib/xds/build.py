@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from meshlib.config.hosts import fqdn, host_matches, hosts_intersect, short_aliases
 from meshlib.config.kinds import Resource
 from meshlib.config.store import ISTIO_SYSTEM, ConfigStore, ServiceInfo, Workload
+from meshlib.profile import IstioProfile
 from meshlib.xds.clusters import build_clusters, cluster_policy
 from meshlib.xds.listeners import gateway_listener, inbound_route_configs, sidecar_listeners
 from meshlib.xds.model import Json, ProxyConfig, RouteOrigin
@@ -332,9 +334,23 @@ def _sidecar_routes(store: ConfigStore, workload: Workload, services: list[Servi
         pc.listener_ports[port] = rc_name
 
 
+def _absolute_domain(host: str, profile: IstioProfile) -> bool:
+    """The trailing-dot domain (`host.`), from 1.27 for every host that is not an IP address, registry service or
+    not (route/route.go generateVirtualHostDomains, 1.27)."""
+    return profile.absolute_fqdn_domain and not _is_ip(host)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _domains(svc: ServiceInfo, port: int, proxy_ns: str, store: ConfigStore) -> list[str]:
     names = [svc.host]
-    if store.profile.absolute_fqdn_domain and svc.host.endswith(".svc.cluster.local"):
+    if _absolute_domain(svc.host, store.profile):
         names.append(svc.host + ".")
     names += short_aliases(svc.host, proxy_ns)
     if svc.address:

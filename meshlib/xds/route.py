@@ -55,7 +55,7 @@ def _is_presence(spec: dict[str, str]) -> bool:
     return not spec or spec.get("regex") == "*" or spec.get("prefix") == ""
 
 
-def header_matchers(match: dict[str, Any]) -> list[Json]:
+def header_matchers(match: dict[str, Any], profile: IstioProfile) -> list[Json]:
     """`headers` and `withoutHeaders` sorted together by name (as Istio does), then :method, :authority, :scheme."""
     out: list[Json] = []
     for name in match.get("headers") or {}:
@@ -69,8 +69,10 @@ def header_matchers(match: dict[str, Any]) -> list[Json]:
         if _is_presence(spec):
             out.append({"name": name, "presentMatch": True, "invertMatch": True})
         else:
-            out.append({"name": name, "stringMatch": string_match(spec), "invertMatch": True,
-                        "treatMissingHeaderAsEmpty": True})
+            inverted: Json = {"name": name, "stringMatch": string_match(spec), "invertMatch": True}
+            if profile.missing_header_as_empty:  # ≤1.21: an absent header matches no inverted string matcher
+                inverted["treatMissingHeaderAsEmpty"] = True
+            out.append(inverted)
     out.sort(key=lambda h: h["name"])
     for key, pseudo in PSEUDO_MATCH_HEADERS.items():
         if match.get(key):
@@ -78,7 +80,7 @@ def header_matchers(match: dict[str, Any]) -> list[Json]:
     return out
 
 
-def route_match(match: dict[str, Any] | None) -> Json:
+def route_match(match: dict[str, Any] | None, profile: IstioProfile) -> Json:
     if match is None:
         return {"prefix": "/"}
     uri = match.get("uri") or {}
@@ -92,13 +94,14 @@ def route_match(match: dict[str, Any] | None) -> Json:
     else:
         out["prefix"] = "/"
     out["caseSensitive"] = not match.get("ignoreUriCase", False)
-    headers = header_matchers(match)
+    headers = header_matchers(match, profile)
     if headers:
         out["headers"] = headers
     params = []
     for name in sorted(match.get("queryParams") or {}):
         spec = match["queryParams"][name] or {}
-        params.append({"name": name, "presentMatch": True} if _is_presence(spec)
+        presence = _is_presence(spec) or ("prefix" in spec and not profile.query_prefix_match)
+        params.append({"name": name, "presentMatch": True} if presence
                       else {"name": name, "stringMatch": string_match(spec)})
     if params:
         out["queryParameters"] = params
@@ -149,13 +152,13 @@ def retry_policy(retries: dict[str, Any] | None, ctx: TranslateContext) -> Json 
             policy["retriableStatusCodes"] = codes
     if retries.get("perTryTimeout"):
         policy["perTryTimeout"] = format_duration(parse_duration(retries["perTryTimeout"]))
-    if retries.get("retryIgnorePreviousHosts") is False:
+    if retries.get("retryIgnorePreviousHosts") is False and ctx.profile.retry_host_and_backoff:
         policy.pop("retryHostPredicate")
     if retries.get("retryRemoteLocalities"):
         policy["retryPriority"] = {"name": "envoy.retry_priorities.previous_priorities", "typedConfig": {
             "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3."
                      "PreviousPrioritiesConfig", "updateFrequency": 2}}
-    if retries.get("backoff"):
+    if retries.get("backoff") and ctx.profile.retry_host_and_backoff:
         policy["retryBackOff"] = {"baseInterval": format_duration(parse_duration(retries["backoff"]))}
     return policy
 
@@ -236,7 +239,7 @@ def translate_rule(rule: dict[str, Any], vs: Resource, ctx: TranslateContext,
     if rule.get("redirect") and (rule["redirect"].get("redirectCode") or 301) not in REDIRECT_CODES:
         return []  # Istio drops the action of a redirect with a code Envoy cannot send
     for _index, match in matches:
-        envoy_match = route_match(match)
+        envoy_match = route_match(match, ctx.profile)
         r: Json = {}
         name = ".".join(n for n in (rule.get("name"), (match or {}).get("name")) if n)
         if name:
@@ -255,7 +258,7 @@ def translate_rule(rule: dict[str, Any], vs: Resource, ctx: TranslateContext,
 
 
 def _config_path(vs: Resource, ctx: TranslateContext) -> str:
-    version = "v1" if ctx.profile.minor >= 22 else "v1alpha3"  # stored API version (switch release ⚠)
+    version = ctx.profile.route_config_api
     return f"/apis/networking.istio.io/{version}/namespaces/{vs.namespace}/virtual-service/{vs.name}"
 
 
@@ -299,6 +302,9 @@ def _action(rule: dict[str, Any], vs: Resource, ctx: TranslateContext) -> Json:
         return out
     action: Json = {}
     dests = rule.get("route") or []
+    weighted_dests = [d for d in dests if (d.get("weight") or 0) != 0]
+    if len(dests) > 1 and len(weighted_dests) == 1 and ctx.profile.single_weight_collapses:
+        dests = weighted_dests  # up to 1.18 a lone non-zero weight is a plain cluster route
     if len(dests) == 1:
         action["cluster"] = destination_cluster(dests[0]["destination"], vs, ctx)
         header_ops(dests[0].get("headers"), out)
@@ -320,6 +326,8 @@ def _action(rule: dict[str, Any], vs: Resource, ctx: TranslateContext) -> Json:
     timeout = rule.get("timeout")
     action["timeout"] = format_duration(parse_duration(timeout)) if timeout else "0s"
     retry = retry_policy(rule.get("retries"), ctx)
+    if retry and action.get("hashPolicy") and ctx.profile.hash_drops_previous_hosts:
+        retry.pop("retryHostPredicate", None)  # a retry stays on the hashed host
     if retry:
         action["retryPolicy"] = retry
     rewrite = rule.get("rewrite") or {}
@@ -345,7 +353,7 @@ def _mirror_policies(rule: dict[str, Any], vs: Resource, ctx: TranslateContext) 
     targets: list[tuple[dict[str, Any], Json | None]] = []
     if rule.get("mirror"):
         targets.append((rule["mirror"], mirror_percent(rule)))
-    for m in rule.get("mirrors") or []:
+    for m in (rule.get("mirrors") or []) if ctx.profile.mirrors_list else []:
         pct = m.get("percentage")
         targets.append((m["destination"], {"numerator": 100} if pct is None
                         else (fraction(pct.get("value", 0)) if pct.get("value", 0) > 0 else None)))

@@ -135,6 +135,13 @@ MATCHER_CASES = [
     (m(safeRegex={"regex": "/items"}, caseSensitive=False), req(path="/ITEMS"), False),  # case flag: not for regex
     # headers: names case-insensitive, values case-sensitive
     (m(headers=[header("X-Istio-Cohort", exact="internal")]), req(headers={"x-istio-cohort": "internal"}), True),
+    # an absent header matches no string matcher, inverted or not (Envoy's HeaderUtility::matchHeaders), unless
+    # treatMissingHeaderAsEmpty (istiod from 1.22) compares "" instead; an inverted presence check does match
+    (m(headers=[header("x-canary", invert=True, exact="yes")]), req(), False),
+    (m(headers=[header("x-canary", invert=True, missing_empty=True, exact="yes")]), req(), True),
+    (m(headers=[header("x-canary", invert=True, missing_empty=True, exact="")]), req(), False),
+    (m(headers=[header("x-canary", invert=True, exact="yes")]), req(headers={"x-canary": "no"}), True),
+    (m(headers=[header("x-canary", invert=True, present=True)]), req(), True),
     (m(headers=[header("x-istio-cohort", exact="internal")]), req(headers={"X-ISTIO-COHORT": "internal"}), True),
     (m(headers=[header("x-istio-cohort", exact="internal")]), req(headers={"x-istio-cohort": "Internal"}), False),
     (m(headers=[header("x-istio-cohort", exact="internal")]), req(), False),
