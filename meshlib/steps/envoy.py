@@ -9,8 +9,9 @@ cfparse()
 
 
 def _split(url):
+    """Host with its port (a service on 9080 is routed by route config `9080`), and path with its query."""
     parts = urlsplit(url if "://" in url else f"http://{url}")
-    return parts.hostname or "", parts.path or "/"
+    return parts.netloc, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
 @then("the {proxy:Proxy}'s route for {host:Name} goes to subset {subset:Name}")
