@@ -927,7 +927,9 @@ def test_scaling_replicas_adds_pods_and_spreads_traffic(start_mesh):
 
     assert len(scaled) == 3 and set(first) <= set(scaled), (first, scaled)
     assert statuses(send_many(mesh, "/items", CATALOG_HOST, 60)) == {200: 60}
-    per_pod = {p.name: len(p.logs["catalog"].read()) for p in mesh.find_pods("catalog", NS)}
+    # the apps' log lines arrive from their processes a moment after the responses: wait (bounded) for all 60
+    per_pod = wait_until(lambda: {p.name: len(p.logs["catalog"].read()) for p in mesh.find_pods("catalog", NS)},
+                         lambda counts: sum(counts.values()) >= 60, 5.0)
     assert sum(per_pod.values()) == 60 and min(per_pod.values()) > 0, per_pod
 
     mesh.apply(text=CATALOG_V1.read_text())
