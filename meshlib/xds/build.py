@@ -302,26 +302,37 @@ def _sidecar_routes(store: ConfigStore, workload: Workload, services: list[Servi
                            "includeRequestAttemptCount": True})
             origins[vh_name] = route_origins
         # VirtualService hosts that are not in the registry get their own virtual host, on the HTTP ports of the
-        # registry services the same VirtualService names, or only on port 80 if it names none (Istio's hack)
+        # registry services the same VirtualService names, or only on port 80 if it names none (Istio's hack);
+        # a wildcard host gets one when it matches no registry service (httproute.go separateVSHostsAndServices).
+        # These virtual hosts are built before the services' ones, so a domain both claim stays with the
+        # VirtualService (httproute.go dedupeDomains): `catalog.istioinaction` written as a VS host wins over the
+        # catalog service's own alias of that name.
         known = {s.host for s in services}
+        vs_vhosts: list[Json] = []
         for vs in mesh_vss:
             registry_ports = {p.port for s in services for p in s.ports if p.protocol in ("HTTP", "HTTP2", "GRPC")
                               and any(host_matches(h, s.host) for h in vs_hosts(vs))}
             if port not in (registry_ports or {80}):
                 continue
             for host in vs_hosts(vs):
-                if host in known or host in claimed or "*" in host:
+                if host in known or host in claimed:
                     continue
+                if "*" in host and any(host_matches(host, s.host) for s in services):
+                    continue  # a wildcard over registry services is applied to those services above
                 vh_name = f"{host}:{port}"
-                if any(v["name"] == vh_name for v in vhosts):
+                if any(v["name"] == vh_name for v in vhosts + vs_vhosts):
                     continue
                 pairs = _vs_routes(vs, ctx, "mesh", port, workload)
                 routes = [r for r, _ in pairs]
                 route_origins = [o for _, o in pairs]
                 if routes:
-                    vhosts.append({"name": vh_name, "domains": [host], "routes": routes,
-                                   "includeRequestAttemptCount": True})
+                    vs_vhosts.append({"name": vh_name, "domains": [host], "routes": routes,
+                                      "includeRequestAttemptCount": True})
                     origins[vh_name] = route_origins
+        taken = {d for v in vs_vhosts for d in v["domains"]}
+        for vh in vhosts:
+            vh["domains"] = [d for d in vh["domains"] if d not in taken]
+        vhosts += vs_vhosts
         vhosts.sort(key=lambda v: v["name"])
         vhosts.append(_catch_all_vhost(pc.outbound_policy))
         for vh in vhosts:

@@ -106,3 +106,32 @@ def test_trailing_dot_domain_for_service_entry_hosts(version: str, dotted: bool)
     store = world((CH5 / "forum-serviceentry.yaml").read_text(), version=version)
     domains = vhost(proxy(store), "80", "jsonplaceholder.typicode.com:80")["domains"]
     assert domains == ["jsonplaceholder.typicode.com"] + (["jsonplaceholder.typicode.com."] if dotted else [])
+
+
+# --- hosts (every profile) ------------------------------------------------------------------------------------------
+# httproute.go: VirtualService-only virtual hosts are built before the services' ones and dedupeDomains keeps a
+# domain with the first, so a VS host with a dot that is not a registry name (`catalog.istioinaction`) owns that
+# domain; the catalog service's virtual host no longer lists it (Envoy rejects a domain listed twice).
+@pytest.mark.parametrize("version", ["1.17", "1.24", "1.28"])
+def test_a_dotted_vs_host_outside_the_registry_takes_the_domain_from_the_service(version: str) -> None:
+    vs = catalog_vs("- route: [{destination: {host: catalog, subset: version-v2}}]\n",
+                    hosts="[catalog.istioinaction]")
+    pc = proxy(world(vs, version=version))
+    rc = pc.route_configs["80"]
+    owners = [v["name"] for v in rc["virtualHosts"] if "catalog.istioinaction" in v["domains"]]
+    assert owners == ["catalog.istioinaction:80"]
+    assert "catalog" in vhost(pc, "80", "catalog.istioinaction.svc.cluster.local:80")["domains"]
+    decision = route_to(pc, Request.of("catalog.istioinaction", "/items", "GET", {}))
+    assert decision.cluster == V2  # the VS routes it; `catalog` alone still takes the service default
+    assert route_to(pc, Request.of("catalog", "/items", "GET", {})).cluster == \
+        "outbound|80||catalog.istioinaction.svc.cluster.local"
+
+
+# httproute.go separateVSHostsAndServices: a wildcard VS host that matches no registry service gets a virtual
+# host of its own on route config 80 at sidecars, instead of leaving its hosts to PassthroughCluster.
+@pytest.mark.parametrize("version", ["1.17", "1.28"])
+def test_a_wildcard_vs_host_outside_the_registry_gets_its_own_virtual_host(version: str) -> None:
+    vs = catalog_vs("- route: [{destination: {host: catalog, subset: version-v1}}]\n", hosts="['*.example.com']")
+    pc = proxy(world(vs, version=version))
+    assert vhost(pc, "80", "*.example.com:80")["domains"] == ["*.example.com"]
+    assert route_to(pc, Request.of("api.example.com", "/", "GET", {})).cluster == V1
