@@ -521,6 +521,9 @@ def test_fake_service_timing_bands_and_env_errors() -> None:
         read_settings({"ERROR_RATE": "2"})
     with pytest.raises(AppConfigError, match="TIMING_50_PERCENTILE"):
         read_settings({"TIMING_50_PERCENTILE": "fast"})
+    # fake-service reads TIMING_VARIANCE as a whole percentage; the book's "40ms" leaves it 0 (issue 10)
+    assert read_settings({"TIMING_VARIANCE": "40ms"}).variance == 0.0
+    assert read_settings({"TIMING_VARIANCE": "40"}).variance == 40.0
 
 
 # --- httpbin -------------------------------------------------------------------------------------------

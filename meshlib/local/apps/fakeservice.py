@@ -15,7 +15,8 @@ Env:
   (then ERROR_DELAY, a duration, is added instead of an error code).
 - TIMING_50_PERCENTILE, TIMING_90_PERCENTILE, TIMING_99_PERCENTILE (durations such as `10ms`, `1s`):
   the service time. Half of the requests take the median, the others are spread between the
-  percentiles, so the observed quantiles match. TIMING_VARIANCE (percent) jitters each duration.
+  percentiles, so the observed quantiles match. TIMING_VARIANCE (a whole percent; anything else
+  counts as 0, as in fake-service) jitters each duration.
 """
 
 from __future__ import annotations
@@ -129,8 +130,15 @@ def read_settings(env: dict[str, str]) -> Settings:
         p50=p50,
         p90=max(p90, p50),
         p99=max(p99, p90, p50),
-        variance=_number(env, "TIMING_VARIANCE", 0.0, 0.0, 100.0, "a percentage between 0 and 100"),
+        variance=_variance(env),
     )
+
+
+def _variance(env: dict[str, str]) -> float:
+    """TIMING_VARIANCE as fake-service reads it: a whole percentage; anything else (the book's `40ms`) is 0, as
+    its integer parse leaves the default (nicholasjackson/fake-service main.go, env.Int)."""
+    value = env.get("TIMING_VARIANCE", "").strip()
+    return float(min(int(value), 100)) if value.isdigit() else 0.0
 
 
 def service_time(settings: Settings, roll: float, jitter: float) -> float:
