@@ -188,9 +188,13 @@ def run_metric_checks(canary: Canary, provider: MetricProvider,
             problem = (_check_success_rate if name == SUCCESS_RATE else _check_duration)(ref, value, metric)
             if problem:
                 return fail(problem)
-        if metric.get("query"):  # inline PromQL: Flagger runs it as written, without rendering
+        if metric.get("query"):  # inline PromQL, rendered like a template's (scheduler_metrics.go, RenderQuery)
             try:
-                value = _clean(provider.query(metric["query"], provider={"type": "prometheus"}))
+                query = render_query(metric["query"], canary, interval, metric.get("templateVariables"))
+            except MetricRenderError as exc:
+                return fail(f"Metric query render error for {name}: {exc}", "error")
+            try:
+                value = _clean(provider.query(query, provider={"type": "prometheus"}))
             except MetricQueryError as exc:
                 return fail(f"Prometheus query failed for {name}: {exc}", "error")
             result.values[name] = value

@@ -8,14 +8,14 @@ mesh's loop, a re-applied one gets its new spec before its next tick, a deleted 
   is the Canary's own (45 s for the walkthrough's catalog-release), so at `time_scale=0.05` a tick comes every
   2.25 s of real time; `progressDeadlineSeconds` (60 s → 3 s) runs on the same clock. Times in the Flagger log
   and in the history are virtual: 45 s apart, as in the walkthrough.
-- **Metric windows.** Before a controller sees its Canary, the `interval` of each builtin and MetricTemplate
-  metric (Flagger's default `1m` when absent) is replaced by `interval × time_scale`, written as a Prometheus
-  duration and floored (below); the controller then renders Flagger's own queries with it, so `1m` becomes
+- **Metric windows.** Before a controller sees its Canary, the `interval` of each builtin, MetricTemplate and
+  inline-query metric (Flagger's default `1m` when absent) is replaced by `interval × time_scale`, written as a
+  Prometheus duration and floored (below); the controller then renders Flagger's queries with it, so `1m` becomes
   `[3s]` and `30s` becomes `[1500ms]` at 0.05. The floor is 3 scrape intervals, so `rate()` always has at
   least two samples in its window (the mesh's default scrape interval is 0.5 s at 0.05, see
   `default_scrape_interval`), and at least two snapshots of the proxies' counters, from which the same windows
-  are computed without Prometheus (taken every `mark_period`). An inline `query` of a metric runs as written
-  (Flagger does not render it either), so its windows are not scaled.
+  are computed without Prometheus (taken every `mark_period`). An inline `query` is rendered like a template's
+  (Flagger's RenderQuery), so `{{ interval }}` in it is scaled; a window written out (`[1m]`) is not.
 - **Prometheus's own lag.** Prometheus applies target changes at most every 5 s, twice (discovery, then the
   scrape manager), so a pod the canary just scaled up is first scraped 0–10 s later. Next to a real 45 s
   interval that is small; on a scaled clock it is several ticks. So before a builtin query the runtime waits
@@ -97,11 +97,11 @@ def scaled_window(interval: str, time_scale: float, floor: float) -> str:
 
 
 def scale_metric_windows(canary: Canary, time_scale: float, floor: float) -> Canary:
-    """The Canary with each builtin and MetricTemplate metric's `interval` scaled (see the module doc)."""
+    """The Canary with each metric's `interval` scaled: builtin, MetricTemplate and inline (see the module doc)."""
     spec = copy.deepcopy(dict(canary.spec))
     analysis = spec.get("analysis") or spec.get("canaryAnalysis")
     for metric in (analysis or {}).get("metrics") or []:
-        if metric.get("name") in BUILTIN or metric.get("templateRef"):
+        if metric.get("name") in BUILTIN or metric.get("templateRef") or metric.get("query"):
             with contextlib.suppress(ValueError):  # not a duration: left for Flagger's own error
                 metric["interval"] = scaled_window(metric.get("interval") or DEFAULT_METRIC_INTERVAL, time_scale,
                                                    floor)

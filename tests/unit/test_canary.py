@@ -585,6 +585,27 @@ def test_metric_template_query_is_rendered_and_checked() -> None:
     assert h.ctl.history[-1].metrics == {"not-found-percentage": 12.5}
 
 
+def test_an_inline_query_is_rendered_like_a_template() -> None:
+    """Flagger renders an inline `query` too (pkg/controller/scheduler_metrics.go, RenderQuery, v1.44.0)."""
+    metric = {"name": "not-found-percentage", "query": TEMPLATE["query"], "thresholdRange": {"max": 5},
+              "interval": "30s"}
+    h = Harness(release({"metrics": [metric]}), metrics=Metrics(custom=1.0))
+    h.start()
+    h.ticks(2)
+    query = h.metrics.calls[0][1]
+    assert 'destination_workload_namespace="istioinaction",destination_workload="catalog"' in query
+    assert "[30s]" in query and "{{" not in query
+
+
+def test_an_inline_query_with_an_unknown_function_fails_the_check() -> None:
+    metric = {"name": "x", "query": "sum(up{job=\"{{ bogus }}\"})", "thresholdRange": {"max": 5}}
+    h = Harness(release({"metrics": [metric]}), metrics=Metrics(custom=1.0))
+    h.start()
+    h.ticks(2)
+    assert h.results[-1].log == ['Metric query render error for x: function "bogus" not defined']
+    assert h.results[-1].status.failed_checks == 1
+
+
 def test_missing_metric_template_fails_the_check() -> None:
     metric = {"name": "x", "templateRef": {"name": "nope"}, "thresholdRange": {"max": 5}}
     h = Harness(release({"metrics": [metric]}))

@@ -53,10 +53,10 @@ def test_metric_windows_are_scaled_before_the_controller_renders_them() -> None:
         {"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
         {"name": "request-duration", "thresholdRange": {"max": 500}},  # Flagger's default 1m
         {"name": "errors", "templateRef": {"name": "errors"}, "interval": "2m"},
-        {"name": "inline", "query": "sum(rate(x[1m]))", "interval": "1m"},
+        {"name": "inline", "query": "sum(rate(x[{{ interval }}]))", "interval": "1m"},  # rendered: scaled too
     ])
     scaled = scale_metric_windows(canary, 0.05, 1.5)
-    assert [m.get("interval") for m in scaled.metrics] == ["3s", "3s", "6s", "1m"]
+    assert [m.get("interval") for m in scaled.metrics] == ["3s", "3s", "6s", "3s"]
     assert canary.metrics[0]["interval"] == "1m"  # the original is untouched
     query = render_query(BUILTIN_QUERIES[SUCCESS_RATE], scaled, scaled.metrics[0]["interval"])
     assert query.count("[3s]") == 2 and 'destination_workload=~"catalog"' in query
