@@ -62,6 +62,9 @@ def select_route(pc: ProxyConfig, request: Request, port: int, rng: random.Rando
     if vh is None:
         return _local(d, 404, "NR", "route_not_found")
     d.virtual_host = vh["name"]
+    if vh.get("requireTls") == "ALL" and request.scheme != "https":  # Envoy redirects before route matching
+        d.redirect = {"schemeRedirect": "https", "responseCode": "MOVED_PERMANENTLY"}
+        return _local(d, 301, "-", "direct_response")
     for i, route in enumerate(vh.get("routes") or []):
         if route_matches(route["match"], request):
             d.route_index, d.route = i, route

@@ -206,6 +206,8 @@ def _gateway_routes(store: ConfigStore, workload: Workload, services: list[Servi
                     vh_name = f"{hit}:{number}"
                     vh = vhosts.setdefault(vh_name, {"name": vh_name, "domains": [hit], "routes": [],
                                                      "_origins": []})
+                    if (server.get("tls") or {}).get("httpsRedirect") is True:
+                        vh["requireTls"] = "ALL"  # gateway.go: plain HTTP gets 301 to https (Envoy's require_tls)
                     for r, origin in pairs:
                         vh["routes"].append(r)
                         vh["_origins"].append(origin)

@@ -140,3 +140,17 @@ spec:
     replies = send_many(mesh, "/api/catalog", WEBAPP_HOST, 40)
     assert [r.status for r in replies] == [200] * 40
     assert images(replies) == 0, "a request left the caller's zone while its own zone was healthy"
+
+
+def test_a_gateway_server_with_https_redirect_answers_301_to_https(start_mesh):
+    """Gateway `tls.httpsRedirect` (istiod: require_tls ALL on the server's virtual hosts): the running gateway
+    Envoy answers plain HTTP with 301 to the https URL and forwards nothing (issue 10)."""
+    mesh = start_mesh(WORLD)
+    assert request(mesh, "/api/catalog", WEBAPP_HOST).status == 200
+    redirecting = (CH5 / "webapp-catalog-gw-vs.yaml").read_text().replace(
+        '    - "webapp.istioinaction.io"\n', '    - "webapp.istioinaction.io"\n    tls: {httpsRedirect: true}\n', 1)
+    assert "httpsRedirect" in redirecting
+    mesh.apply(text=redirecting)
+    reply = request(mesh, "/api/catalog?x=1", WEBAPP_HOST)
+    assert reply.status == 301, reply
+    assert reply.headers["location"] == "https://webapp.istioinaction.io/api/catalog?x=1"

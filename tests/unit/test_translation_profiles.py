@@ -5,7 +5,21 @@
 from __future__ import annotations
 
 import pytest
-from helpers import CATALOG_DR, CH5, V1, V2, catalog_routes, catalog_vs, first_route, proxy, route_to, vhost, world
+from helpers import (
+    CATALOG_DR,
+    CATALOG_GATEWAY,
+    CH5,
+    GATEWAY_PROXY,
+    V1,
+    V2,
+    catalog_routes,
+    catalog_vs,
+    first_route,
+    proxy,
+    route_to,
+    vhost,
+    world,
+)
 
 from meshlib.router import Request
 
@@ -135,3 +149,21 @@ def test_a_wildcard_vs_host_outside_the_registry_gets_its_own_virtual_host(versi
     pc = proxy(world(vs, version=version))
     assert vhost(pc, "80", "*.example.com:80")["domains"] == ["*.example.com"]
     assert route_to(pc, Request.of("api.example.com", "/", "GET", {})).cluster == V1
+
+
+# --- gateways -------------------------------------------------------------------------------------------------------
+# gateway.go (buildGatewayVirtualHosts): a server with `tls.httpsRedirect` marks its virtual hosts require_tls ALL,
+# so Envoy answers plain HTTP with 301 to https before any route matches.
+HOSTS_LINE = '    hosts: ["catalog.istioinaction.io"]\n'
+HTTPS_REDIRECT_GATEWAY = CATALOG_GATEWAY.replace(HOSTS_LINE, HOSTS_LINE + "    tls: {httpsRedirect: true}\n")
+
+
+@pytest.mark.parametrize("version", ["1.17", "1.28"])
+def test_https_redirect_at_the_gateway(version: str) -> None:
+    vs = catalog_vs("- route: [{destination: {host: catalog, subset: version-v1}}]\n",
+                    hosts="[catalog.istioinaction.io]", gateways="[catalog-gateway]")
+    pc = proxy(world(HTTPS_REDIRECT_GATEWAY, vs, version=version), GATEWAY_PROXY)
+    vh = pc.route_configs["http.8080"]["virtualHosts"][0]
+    assert vh["requireTls"] == "ALL"
+    d = route_to(pc, Request.of("catalog.istioinaction.io", "/items", "GET", {}), port=8080)
+    assert (d.status, d.redirect) == (301, {"schemeRedirect": "https", "responseCode": "MOVED_PERMANENTLY"})
