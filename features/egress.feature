@@ -34,3 +34,29 @@ Feature: Egress control with REGISTRY_ONLY and ServiceEntry (5.5)
     Then every response has status 200
     And calls from forum to jsonplaceholder.typicode.com get through
     And calls from forum to api.example.com are blocked with 502
+
+  @normal
+  Scenario: a route timeout on an external service answers 504 UT instead of waiting
+    Given these resources are applied:
+      """
+      apiVersion: networking.istio.io/v1beta1
+      kind: ServiceEntry
+      metadata: {name: httpbin-ext}
+      spec:
+        hosts: [httpbin.org]
+        ports: [{number: 80, name: http, protocol: HTTP}]
+        resolution: DNS
+        location: MESH_EXTERNAL
+      ---
+      apiVersion: networking.istio.io/v1beta1
+      kind: VirtualService
+      metadata: {name: httpbin-ext}
+      spec:
+        hosts: [httpbin.org]
+        http:
+        - timeout: 1s
+          route: [{destination: {host: httpbin.org}}]
+      """
+    When 3 requests are sent from forum to http://httpbin.org/delay/3
+    Then every response has status 504
+    And the forum sidecar's access log shows 3 lines with "504 UT"

@@ -1,13 +1,19 @@
 """Stand-ins for hosts outside the mesh, so egress policy is observable without internet.
 
 One loopback server answers for every external host by its Host header. `jsonplaceholder.typicode.com`
-answers like the real API for the paths the walkthrough's forum uses; other hosts get a JSON echo that
-says it came from a stand-in.
+answers like the real API for the paths the walkthrough's forum uses; `httpbin.org` is the builtin httpbin
+(so `/delay/5` behind a 3 s route timeout gives 504 UT, as Istio's egress tasks show); other hosts get a JSON
+echo that says it came from a stand-in.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
+
+from meshlib.local.apps.base import AppContext
+from meshlib.local.apps.httpbin import create_app as create_httpbin_app
+
+HTTPBIN_HOSTS = ("httpbin.org", "www.httpbin.org")
 
 USERS = [
     {"id": i, "name": name, "username": user, "email": f"{user.lower()}@example.test"}
@@ -32,5 +38,8 @@ async def _answer(request: web.Request) -> web.Response:
 
 def create_app() -> web.Application:
     app = web.Application()
+    for host in HTTPBIN_HOSTS:  # matched on the Host header before the catch-all
+        app.add_domain(host, create_httpbin_app(AppContext(env={}, log=lambda _line: None, proxy=None,
+                                                           namespace="", pod_name=f"stand-in {host}")))
     app.router.add_route("*", "/{tail:.*}", _answer)
     return app
