@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 RESULTS := reports/allure-results
 ALLURE  := .tools/node_modules/.bin/allure
 
-.PHONY: demo test lint features features-reversed catalog report bench clean
+.PHONY: demo test lint features features-reversed catalog report bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ features-reversed: $(STAMP)
 
 lint: $(STAMP)
 	@$(BIN)/ruff check meshlib tests steps environment.py
+
+# Hypothesis fuzzing of the loader and translator: the tests `make test` runs with a few hundred examples, here
+# with MESHLIB_FUZZ_SCALE (default 20: 22,000 examples, ~8 min) times more and fresh randomness each run.
+fuzz: $(STAMP)
+	@MESHLIB_FUZZ=long $(BIN)/python -m pytest tests/unit/test_fuzz.py -p no:randomly --hypothesis-show-statistics
 
 catalog: $(STAMP)
 	@$(BIN)/python -m meshlib.report.catalog

@@ -25,11 +25,16 @@ def parse_duration(text: str) -> float:
     return total
 
 
+MAX_DURATION = 315_576_000_000  # seconds: protobuf's Duration (10,000 years), the largest Envoy takes
+
+
 def duration_problem(text: str) -> str | None:
     try:
-        parse_duration(text)
+        seconds = parse_duration(text)
     except ValueError as exc:
         return str(exc)
+    if not seconds <= MAX_DURATION:
+        return f"{text!r} is longer than the largest duration Envoy takes ({MAX_DURATION:,}s)"
     return None
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from meshlib.config.hosts import fqdn, hosts_intersect
 from meshlib.config.kinds import Resource
+from meshlib.config.listing import not_modelled_line
 from meshlib.config.store import ConfigStore
 from meshlib.errors import Source
 
@@ -37,7 +38,9 @@ CODES = {
     "KIA0203": "SubsetSelectsNoPods",
     "MSH0001": "RelativeWeights",
     "MSH0002": "ZeroWeightSingleDestination",
+    "MSH0003": "NotModelled",
 }
+NOT_MODELLED_SHOWN = 10  # names listed in the one "not modelled" finding; the rest are counted
 
 
 def _finding(level: str, code: str, res: Resource, path: tuple, message: str) -> Finding:
@@ -54,6 +57,7 @@ def analyze(store: ConfigStore) -> list[Finding]:
     out += _conflicting_mesh_hosts(store)
     for dr in store.of_kind("DestinationRule"):
         out += _destination_rule(store, dr)
+    out += _not_modelled(store)
     return sorted(out, key=lambda f: ({ERROR: 0, WARNING: 1, INFO: 2}[f.level], f.source.file, f.source.line))
 
 
@@ -207,3 +211,13 @@ def _destination_rule(store: ConfigStore, dr: Resource) -> list[Finding]:
                                 f'subset "{subset["name"]}" selects no pods ({labels}): requests routed to it '
                                 "get 503 UH (no healthy upstream)"))
     return out
+
+
+def _not_modelled(store: ConfigStore) -> list[Finding]:
+    """One finding for every kind meshlib stores but does not translate (their presence changes nothing)."""
+    rest = store.not_modelled()
+    line = not_modelled_line(rest, NOT_MODELLED_SHOWN)
+    if line is None:
+        return []
+    first = rest[0]
+    return [Finding(INFO, "MSH0003", f"{first.kind} {first.namespace}/{first.name}", first.source, line)]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import re2
 
+from meshlib.config.apis import CLUSTER_SCOPED, NAMELESS, group_kinds, split_api_version, suggestion
 from meshlib.config.loader import Document, Path_
 from meshlib.config.schema import (
     Anything,
@@ -15,6 +17,7 @@ from meshlib.config.schema import (
     Enum,
     Int,
     IntOrStr,
+    IntRange,
     ListOf,
     MapOf,
     NonNegInt,
@@ -23,6 +26,8 @@ from meshlib.config.schema import (
     Scalar,
     Str,
     fail,
+    short,
+    type_name,
 )
 from meshlib.errors import ConfigError, Source
 from meshlib.units import duration_problem
@@ -32,8 +37,43 @@ ISTIO_TELEMETRY = ("telemetry.istio.io/v1alpha1", "telemetry.istio.io/v1")
 FLAGGER = ("flagger.app/v1beta1",)
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# modelled kind names that other API groups have too (Kubernetes' Gateway API): not modelled, not a mistake
+HOMONYMS = frozenset((("gateway.networking.k8s.io", "Gateway"),))
 
 Duration = Scalar((str,), "a duration like 10s", duration_problem)
+
+INT32 = 2**31 - 1
+MAX_REPLICAS = 50  # per Deployment: the embedded mesh runs every replica as real processes (an Envoy and its apps)
+Port = IntRange(1, 65535, "a port number")
+Count = IntRange(0, INT32, "a count", "Istio's int32")
+Percent100 = IntRange(0, 100, "a percentage")
+Replicas = IntRange(0, MAX_REPLICAS, "a number of replicas",
+                    f"meshlib runs at most {MAX_REPLICAS} pods per Deployment, each a real Envoy and its apps")
+
+
+def _port_or_name_problem(value: int | str) -> str | None:
+    if isinstance(value, int):
+        return None if 1 <= value <= 65535 else f"port must be between 1 and 65,535, got {value:,}"
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?", value):
+        return f"port name {short(value)} is not a valid name (lower-case letters, digits and '-', at most 15)"
+    return None
+
+
+PortOrName = Scalar((int, str), "a port number or name", _port_or_name_problem)
+
+
+def _ip_problem(value: str) -> str | None:
+    if value in ("", "None"):
+        return None  # unset, or a headless Service
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return f"{short(value)} is not an IP address (or None for a headless Service)"
+    return None
+
+
+ClusterIP = Scalar((str,), "an IP address or None", _ip_problem)
 
 
 _RE2_QUIET = re2.Options()
@@ -61,7 +101,7 @@ Percent = Obj({"value": Scalar((int, float), "a percentage", _percent_problem)})
 Regex = Scalar((str,), "an RE2 regular expression", _regex_problem)
 StringMatch = Obj({"exact": Str, "prefix": Str, "regex": Regex}, one_of=("exact", "prefix", "regex"))
 Labels = MapOf(Str)
-PortSelector = Obj({"number": Int})
+PortSelector = Obj({"number": Port})
 Destination = Obj({"host": Str, "subset": Str, "port": PortSelector}, required=("host",))
 HeaderOps = Obj({"set": MapOf(Str), "add": MapOf(Str), "remove": ListOf(Str)})
 Headers = Obj({"request": HeaderOps, "response": HeaderOps})
@@ -69,7 +109,7 @@ Headers = Obj({"request": HeaderOps, "response": HeaderOps})
 HTTPMatch = Obj({
     "name": Str, "uri": StringMatch, "scheme": StringMatch, "method": StringMatch, "authority": StringMatch,
     "headers": MapOf(StringMatch), "withoutHeaders": MapOf(StringMatch), "queryParams": MapOf(StringMatch),
-    "port": Int, "sourceLabels": Labels, "sourceNamespace": Str, "gateways": ListOf(Str),
+    "port": Port, "sourceLabels": Labels, "sourceNamespace": Str, "gateways": ListOf(Str),
     "ignoreUriCase": Bool, "statPrefix": Str,
 })
 
@@ -105,31 +145,35 @@ def _route_rule_extra(rule: dict, doc: Document, path: Path_) -> None:
                        "give each destination a weight, e.g. 90 and 10")
 
 
-HTTPRouteDestination = Obj({"destination": Destination, "weight": NonNegInt("a weight (0 or more)"),
+HTTPRouteDestination = Obj({"destination": Destination, "weight": IntRange(0, INT32, "a weight (0 or more)"),
                             "headers": Headers}, required=("destination",))
 Fault = Obj({
     "delay": Obj({"fixedDelay": Duration, "exponentialDelay": Duration, "percentage": Percent,
-                  "percent": Scalar((int,), "a percentage", _percent_problem)}),
+                  "percent": Percent100}, one_of=("fixedDelay", "exponentialDelay")),
     "abort": Obj({"httpStatus": Scalar((int,), "an HTTP status", lambda v: None if 200 <= v <= 599
                                         else f"HTTP status must be 200-599, got {v}"),
                   "grpcStatus": Str, "http2Error": Str, "percentage": Percent}),
 })
+Retries = Obj({"attempts": IntRange(0, INT32, "a number of attempts"), "perTryTimeout": Duration,
+               "retryOn": Str, "retryRemoteLocalities": Bool, "retryIgnorePreviousHosts": Bool, "backoff": Duration})
+Rewrite = Obj({"uri": Str, "authority": Str, "uriRegexRewrite": Obj({"match": Regex, "rewrite": Str},
+                                                                      required=("match", "rewrite"))})
 HTTPRoute = Obj({
     "name": Str, "match": ListOf(HTTPMatch), "route": ListOf(HTTPRouteDestination),
-    "redirect": Obj({"uri": Str, "authority": Str, "port": Int, "scheme": Str, "redirectCode": Int,
+    "redirect": Obj({"uri": Str, "authority": Str, "port": Port, "scheme": Str, "redirectCode": Int,
                      "derivePort": Enum("FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT")}, one_of=("port", "derivePort")),
-    "directResponse": Obj({"status": Int, "body": Obj({"string": Str, "bytes": Str})}, required=("status",)),
+    "directResponse": Obj({"status": IntRange(200, 599, "an HTTP status"),
+                           "body": Obj({"string": Str, "bytes": Str}, one_of=("string", "bytes"))},
+                          required=("status",)),
     "delegate": Obj({"name": Str, "namespace": Str}, required=("name",)),
-    "rewrite": Obj({"uri": Str, "authority": Str,
-                    "uriRegexRewrite": Obj({"match": Regex, "rewrite": Str})}),
+    "rewrite": Rewrite,
     "timeout": Duration,
-    "retries": Obj({"attempts": Int, "perTryTimeout": Duration, "retryOn": Str, "retryRemoteLocalities": Bool,
-                    "retryIgnorePreviousHosts": Bool, "backoff": Duration}),
+    "retries": Retries,
     "fault": Fault,
     "mirror": Destination,
     "mirrors": ListOf(Obj({"destination": Destination, "percentage": Percent}, required=("destination",))),
     "mirrorPercentage": Percent,
-    "mirrorPercent": Scalar((int,), "a percentage", _percent_problem),
+    "mirrorPercent": Percent100,
     "corsPolicy": Obj({}, open=True),
     "headers": Headers,
 }, extra=_route_rule_extra)
@@ -140,14 +184,14 @@ VirtualService = Obj({
     "hosts": ListOf(Str), "gateways": ListOf(Str), "http": ListOf(HTTPRoute),
     "tcp": ListOf(OPEN), "tls": ListOf(OPEN), "exportTo": ListOf(Str),
 })
-Count = NonNegInt()
+RingSize = IntRange(0, 8_388_608, "a ring size", "Envoy's largest ring")
 ConsistentHash = Obj({
     "httpHeaderName": Str, "httpCookie": Obj({"name": Str, "path": Str, "ttl": Duration}, required=("name",)),
     "useSourceIp": Bool, "httpQueryParameterName": Str,
-    "ringHash": Obj({"minimumRingSize": Count}), "maglev": Obj({"tableSize": Count}), "minimumRingSize": Count,
+    "ringHash": Obj({"minimumRingSize": RingSize}), "maglev": Obj({"tableSize": Count}), "minimumRingSize": RingSize,
 }, one_of=("httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName"))
 LocalityLbSetting = Obj({
-    "distribute": ListOf(Obj({"from": Str, "to": MapOf(Count)})),
+    "distribute": ListOf(Obj({"from": Str, "to": MapOf(Percent100)})),
     "failover": ListOf(Obj({"from": Str, "to": Str})), "failoverPriority": ListOf(Str), "enabled": Bool,
 })
 LoadBalancer = Obj({
@@ -165,11 +209,11 @@ ConnectionPool = Obj({
 OutlierDetection = Obj({
     "consecutiveErrors": Count, "consecutive5xxErrors": Count, "consecutiveGatewayErrors": Count,
     "consecutiveLocalOriginFailures": Count, "splitExternalLocalOriginErrors": Bool, "interval": Duration,
-    "baseEjectionTime": Duration, "maxEjectionPercent": Count, "minHealthPercent": Count,
+    "baseEjectionTime": Duration, "maxEjectionPercent": Percent100, "minHealthPercent": Percent100,
 })
 _POLICY = {"loadBalancer": LoadBalancer, "connectionPool": ConnectionPool, "outlierDetection": OutlierDetection,
            "tls": OPEN}
-TrafficPolicy = Obj({**_POLICY, "portLevelSettings": ListOf(Obj({"port": Obj({"number": Count}), **_POLICY})),
+TrafficPolicy = Obj({**_POLICY, "portLevelSettings": ListOf(Obj({"port": PortSelector, **_POLICY})),
                      "tunnel": OPEN, "proxyProtocol": OPEN})
 DestinationRule = Obj({
     "host": Str, "trafficPolicy": TrafficPolicy, "exportTo": ListOf(Str),
@@ -179,22 +223,25 @@ DestinationRule = Obj({
 Gateway = Obj({
     "selector": Labels,
     "servers": ListOf(Obj({
-        "port": Obj({"number": Int, "name": Str, "protocol": Str, "targetPort": Int}, required=("number",)),
+        "port": Obj({"number": Port, "name": Str, "protocol": Str, "targetPort": Port}, required=("number",)),
         "hosts": ListOf(Str), "tls": OPEN, "bind": Str, "defaultEndpoint": Str, "name": Str,
     }, required=("port", "hosts"))),
 }, required=("servers",))
 ServiceEntry = Obj({
     "hosts": ListOf(Str), "addresses": ListOf(Str),
-    "ports": ListOf(Obj({"number": Int, "protocol": Str, "name": Str, "targetPort": Int}, required=("number",))),
+    "ports": ListOf(Obj({"number": Port, "protocol": Str, "name": Str, "targetPort": Port}, required=("number",))),
     "location": Enum("MESH_EXTERNAL", "MESH_INTERNAL"),
     "resolution": Enum("NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"),
-    "endpoints": ListOf(OPEN), "exportTo": ListOf(Str), "workloadSelector": Obj({"labels": Labels}),
+    "endpoints": ListOf(Obj({"address": Str, "ports": MapOf(Port), "labels": Labels, "network": Str,
+                             "locality": Str, "weight": Count, "serviceAccount": Str})),
+    "exportTo": ListOf(Str), "workloadSelector": Obj({"labels": Labels}),
     "subjectAltNames": ListOf(Str),
 }, required=("hosts",))
 OutboundPolicy = Obj({"mode": Enum("REGISTRY_ONLY", "ALLOW_ANY"), "egressProxy": OPEN})
 Sidecar = Obj({
     "workloadSelector": Obj({"labels": Labels}), "ingress": ListOf(OPEN),
-    "egress": ListOf(Obj({"port": OPEN, "bind": Str, "captureMode": Str, "hosts": ListOf(Str)},
+    "egress": ListOf(Obj({"port": Obj({"number": Port, "protocol": Str, "name": Str, "targetPort": Port}),
+                          "bind": Str, "captureMode": Str, "hosts": ListOf(Str)},
                          required=("hosts",))),
     "outboundTrafficPolicy": OutboundPolicy, "inboundConnectionPool": OPEN,
 })
@@ -205,55 +252,69 @@ Telemetry = Obj({
     "metrics": ListOf(OPEN), "tracing": ListOf(OPEN),
 })
 MeshConfig = Obj({"outboundTrafficPolicy": OutboundPolicy, "accessLogFile": Str, "accessLogEncoding":
-                  Enum("TEXT", "JSON"), "accessLogFormat": Str, "defaultHttpRetryPolicy": OPEN}, open=True)
+                  Enum("TEXT", "JSON"), "accessLogFormat": Str, "defaultHttpRetryPolicy": Retries}, open=True)
 IstioOperator = Obj({"meshConfig": MeshConfig}, open=True)
 CanaryMetric = Obj({
     "name": Str, "interval": Duration, "threshold": Num,
     "thresholdRange": Obj({"min": Num, "max": Num}), "query": Str,
     "templateRef": Obj({"name": Str, "namespace": Str}, required=("name",)), "templateVariables": MapOf(Str),
 }, required=("name",))
+ObjectRef = Obj({"apiVersion": Str, "kind": Str, "name": Str}, required=("name",))
+Webhook = Obj({"name": Str, "type": Enum("confirm-rollout", "pre-rollout", "rollout", "confirm-traffic-increase",
+                                         "confirm-promotion", "post-rollout", "rollback", "event"),
+               "url": Str, "timeout": Duration, "muteAlert": Bool, "metadata": MapOf(Str), "retries": Count,
+               "disableTLS": Bool}, required=("name", "url"))
 Canary = Obj({
     "provider": Str, "metricsServer": Str,
-    "targetRef": Obj({"apiVersion": Str, "kind": Str, "name": Str}, required=("name",)),
-    "autoscalerRef": OPEN, "ingressRef": OPEN, "upstreamRef": OPEN,
+    "targetRef": ObjectRef,
+    "autoscalerRef": ObjectRef, "ingressRef": ObjectRef, "upstreamRef": ObjectRef,
     "progressDeadlineSeconds": NonNegInt(), "skipAnalysis": Bool, "suspend": Bool, "revertOnDeletion": Bool,
-    "service": Obj({"name": Str, "port": Int, "targetPort": IntOrStr, "portName": Str, "portDiscovery": Bool,
+    "service": Obj({"name": Str, "port": Port, "targetPort": PortOrName, "portName": Str, "portDiscovery": Bool,
                     "gateways": ListOf(Str), "hosts": ListOf(Str), "trafficPolicy": TrafficPolicy,
-                    "match": ListOf(HTTPMatch), "retries": OPEN, "timeout": Duration, "headers": Headers,
-                    "corsPolicy": OPEN, "rewrite": OPEN, "appProtocol": Str}, required=("port",)),
+                    "match": ListOf(HTTPMatch), "retries": Retries, "timeout": Duration, "headers": Headers,
+                    "corsPolicy": OPEN, "rewrite": Rewrite, "appProtocol": Str, "delegation": Bool},
+                   required=("port",)),
     "analysis": Obj({
-        "interval": Duration, "threshold": NonNegInt(), "maxWeight": NonNegInt(), "stepWeight": NonNegInt(),
-        "stepWeights": ListOf(NonNegInt()), "stepWeightPromotion": NonNegInt(), "iterations": NonNegInt(),
-        "mirror": Bool, "mirrorWeight": NonNegInt(), "match": ListOf(HTTPMatch), "metrics": ListOf(CanaryMetric),
-        "webhooks": ListOf(OPEN), "alerts": ListOf(OPEN), "primaryReadyThreshold": Int,
-        "canaryReadyThreshold": Int, "sessionAffinity": OPEN,
+        "interval": Duration, "threshold": Count, "maxWeight": Percent100, "stepWeight": Percent100,
+        "stepWeights": ListOf(Percent100), "stepWeightPromotion": Percent100, "iterations": Count,
+        "mirror": Bool, "mirrorWeight": Percent100, "match": ListOf(HTTPMatch), "metrics": ListOf(CanaryMetric),
+        "webhooks": ListOf(Webhook), "alerts": ListOf(OPEN), "primaryReadyThreshold": Percent100,
+        "canaryReadyThreshold": Percent100, "sessionAffinity": OPEN,
     }),
 }, required=("targetRef", "service"))
 MetricTemplate = Obj({"provider": Obj({"type": Str, "address": Str, "secretRef": OPEN,
                                        "insecureSkipVerify": Bool}, open=True),
                       "query": Str}, required=("query",))
 
-ServicePort = Obj({"port": Int, "targetPort": IntOrStr, "name": Str, "protocol": Enum("TCP", "UDP", "SCTP"),
-                   "nodePort": Int, "appProtocol": Str}, required=("port",))
+ServicePort = Obj({"port": Port, "targetPort": PortOrName, "name": Str, "protocol": Enum("TCP", "UDP", "SCTP"),
+                   "nodePort": Port, "appProtocol": Str}, required=("port",))
 # Kubernetes core kinds: every field of the spec is listed (kubectl rejects unknown ones too); the fields meshlib
 # does not model are accepted as they are.
 Service = Obj({"selector": Labels, "ports": ListOf(ServicePort),
                "type": Enum("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"),
+               "clusterIP": ClusterIP, "clusterIPs": ListOf(ClusterIP), "externalName": Str,
                **{k: Anything for k in (
-                   "allocateLoadBalancerNodePorts", "clusterIP", "clusterIPs", "externalIPs", "externalName",
+                   "allocateLoadBalancerNodePorts", "externalIPs",
                    "externalTrafficPolicy", "healthCheckNodePort", "internalTrafficPolicy", "ipFamilies",
                    "ipFamilyPolicy", "loadBalancerClass", "loadBalancerIP", "loadBalancerSourceRanges",
                    "publishNotReadyAddresses", "sessionAffinity", "sessionAffinityConfig", "trafficDistribution")}})
+KeyRef = Obj({"name": Str, "key": Str, "optional": Bool}, required=("key",))
+EnvSource = Obj({"fieldRef": Obj({"fieldPath": Str, "apiVersion": Str}, required=("fieldPath",)),
+                 "configMapKeyRef": KeyRef, "secretKeyRef": KeyRef,
+                 "resourceFieldRef": Obj({"resource": Str, "containerName": Str, "divisor": IntOrStr},
+                                         required=("resource",))},
+                one_of=("fieldRef", "configMapKeyRef", "secretKeyRef", "resourceFieldRef"))
 EnvVar = Obj({"name": Str, "value": Scalar((str,), "a string (quote numbers and booleans)"),
-              "valueFrom": OPEN}, required=("name",))
+              "valueFrom": EnvSource}, required=("name",), one_of=("value", "valueFrom"))
+ContainerPort = Obj({"containerPort": Port, "name": Str, "protocol": Enum("TCP", "UDP", "SCTP"), "hostPort": Port,
+                     "hostIP": Str}, required=("containerPort",))
 Container = Obj({"name": Str, "image": Str, "env": ListOf(EnvVar), "command": ListOf(Str), "args": ListOf(Str),
-                 "ports": ListOf(Obj({"containerPort": Int, "name": Str, "protocol": Str}, open=True,
-                                     required=("containerPort",)))},
+                 "ports": ListOf(ContainerPort)},
                 open=True, required=("name", "image"))
 PodTemplate = Obj({"metadata": Obj({"labels": Labels, "annotations": MapOf(Str)}, open=True),
                    "spec": Obj({"containers": ListOf(Container)}, open=True, required=("containers",))},
                   required=("spec",))
-Deployment = Obj({"replicas": NonNegInt(), "selector": Obj({"matchLabels": Labels, "matchExpressions": ListOf(OPEN)}),
+Deployment = Obj({"replicas": Replicas, "selector": Obj({"matchLabels": Labels, "matchExpressions": ListOf(OPEN)}),
                   "template": PodTemplate,
                   **{k: Anything for k in ("minReadySeconds", "paused", "progressDeadlineSeconds",
                                            "revisionHistoryLimit", "strategy")}},
@@ -277,7 +338,8 @@ class Kind:
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("Namespace", ("v1",), None, namespaced=False),
     Kind("ServiceAccount", ("v1",), None),
-    Kind("ConfigMap", ("v1",), MapOf(Anything), spec_field="data"),
+    Kind("ConfigMap", ("v1",), MapOf(Scalar((str,), "a string (quote numbers and booleans)")),
+         spec_field="data"),
     Kind("Service", ("v1",), Service),
     Kind("Deployment", ("apps/v1",), Deployment),
     Kind("Gateway", ISTIO_NETWORKING, Gateway),
@@ -294,7 +356,11 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
 
 @dataclass
 class Resource:
-    """One validated object with its resolved namespace and where it was written."""
+    """One validated object with its resolved namespace and where it was written.
+
+    A kind meshlib does not model (`modelled` False) keeps its whole body in `spec`, unchecked and unused by the
+    translator: it is stored and listed, as a cluster would keep it.
+    """
 
     kind: str
     api_version: str
@@ -303,6 +369,7 @@ class Resource:
     metadata: dict[str, Any]
     spec: dict[str, Any]
     doc: Document
+    modelled: bool = True
 
     @property
     def source(self) -> Source:
@@ -310,7 +377,11 @@ class Resource:
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return (self.kind, self.namespace, self.name)
+        """(kind, namespace, name); a kind not modelled is qualified by its group (`Gateway.gateway.networking.k8s.io`)
+        so it never replaces a modelled object of the same name."""
+        group = split_api_version(self.api_version)[0]
+        kind = self.kind if self.modelled or not group else f"{self.kind}.{group}"
+        return (kind, self.namespace, self.name)
 
     @property
     def labels(self) -> dict[str, str]:
@@ -318,8 +389,9 @@ class Resource:
 
     def where(self, *path: str | int) -> Source:
         """Source line of a field below `spec` (or of the nearest ancestor written in the file)."""
-        field = KINDS[self.kind].spec_field
-        return self.doc.where((field, *path))
+        if not self.modelled:
+            return self.doc.where(path)
+        return self.doc.where((KINDS[self.kind].spec_field, *path))
 
     def ref(self) -> str:
         return f"{self.kind}/{self.name}.{self.namespace}" if self.namespace else f"{self.kind}/{self.name}"
@@ -333,31 +405,37 @@ def build_resource(doc: Document, default_namespace: str) -> Resource:
     kind_name = data.get("kind")
     api_version = data.get("apiVersion")
     if not kind_name or not isinstance(kind_name, str):
-        raise ConfigError(doc.source, "missing 'kind'", "every manifest needs apiVersion, kind and metadata")
+        raise ConfigError(doc.where(("kind",)) if "kind" in data else doc.source,
+                          "missing 'kind'" if not kind_name else f"'kind' must be a name, got {kind_name!r}",
+                          "every manifest needs apiVersion, kind and metadata")
+    if not api_version or not isinstance(api_version, str):
+        raise ConfigError(doc.where(("apiVersion",)) if "apiVersion" in data else doc.source,
+                          f"{kind_name} has no apiVersion" if not api_version
+                          else f"'apiVersion' must be a string like networking.istio.io/v1, got {api_version!r}",
+                          "every manifest needs apiVersion, kind and metadata")
     kind = KINDS.get(kind_name)
-    if kind is None:
-        known = ", ".join(sorted(KINDS))
-        raise ConfigError(doc.where(("kind",)), f"unknown kind {kind_name!r}",
-                          f"meshlib understands: {known}")
-    if api_version not in kind.api_versions:
-        raise ConfigError(doc.where(("apiVersion",)),
-                          f"{kind_name} does not exist in apiVersion {api_version!r}",
-                          f"use one of: {', '.join(kind.api_versions)}")
+    if kind is None or api_version not in kind.api_versions:
+        _check_kind_exists(doc, kind_name, api_version)
+        return _not_modelled(doc, kind_name, api_version, default_namespace)
     if data.get("metadata") is None:
         raise ConfigError(doc.source, f"{kind_name} has no 'metadata'", "add metadata: {name: …}")
     Metadata.check(data.get("metadata"), doc, ("metadata",))
-    metadata = data["metadata"]
+    metadata = Metadata.normalized(data["metadata"])
     name = metadata["name"]
     if not _DNS1123.match(name) or len(name) > 253:
         raise ConfigError(doc.where(("metadata", "name")),
                           f"metadata.name {name!r} is not a valid name",
                           "use lower-case letters, digits, '-' and '.'")
     namespace = (metadata.get("namespace") or default_namespace) if kind.namespaced else ""
+    if kind.namespaced and not _DNS_LABEL.match(namespace):
+        raise ConfigError(doc.where(("metadata", "namespace")), f"namespace {namespace!r} is not a valid name",
+                          "use lower-case letters, digits and '-', at most 63")
     spec = data.get(kind.spec_field)
     if spec is None:
         spec = {}
     if kind.spec is not None:
         kind.spec.check(spec, doc, (kind.spec_field,))
+        spec = kind.spec.normalized(spec)
     for key in data:
         if key not in ("apiVersion", "kind", "metadata", kind.spec_field, "status"):
             if kind.name == "ConfigMap" and key == "binaryData":
@@ -365,3 +443,39 @@ def build_resource(doc: Document, default_namespace: str) -> Resource:
             raise ConfigError(doc.where((key,)), f"unknown top-level field {key!r} in {kind_name}",
                               f"did you mean '{kind.spec_field}'?")
     return Resource(kind_name, api_version, name, namespace, metadata, spec, doc)
+
+
+def _check_kind_exists(doc: Document, kind_name: str, api_version: str) -> None:
+    """A modelled kind in another apiVersion, or a kind its (known) group does not have, is a mistake."""
+    group, _ = split_api_version(api_version)
+    kind = KINDS.get(kind_name)
+    if kind is not None and (group, kind_name) not in HOMONYMS:
+        raise ConfigError(doc.where(("apiVersion",)),
+                          f"{kind_name} does not exist in apiVersion {api_version!r}",
+                          f"use one of: {', '.join(kind.api_versions)}")
+    kinds = group_kinds(api_version)
+    if kinds is not None and kind_name not in kinds:
+        raise ConfigError(doc.where(("kind",)), f"unknown kind {kind_name!r} in apiVersion {api_version!r}",
+                          suggestion(kind_name, kinds))
+
+
+def _not_modelled(doc: Document, kind_name: str, api_version: str, default_namespace: str) -> Resource:
+    """A kind meshlib does not model: only what identifies it is checked."""
+    metadata = doc.data.get("metadata")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise fail(doc, ("metadata",), f"expected a mapping, got {type_name(metadata)}")
+    name = metadata.get("name")
+    if name is None and kind_name in NAMELESS:
+        name = str(doc.source)
+    elif not isinstance(name, str) or not name.strip():
+        raise fail(doc, ("metadata",) if name is None else ("metadata", "name"),
+                   "missing required field 'name'" if name is None else f"name must be a string, got {name!r}")
+    namespace = metadata.get("namespace")
+    if namespace is not None and not (isinstance(namespace, str) and _DNS_LABEL.match(namespace)):
+        raise fail(doc, ("metadata", "namespace"), f"namespace {namespace!r} is not a valid name",
+                   "use lower-case letters, digits and '-', at most 63")
+    namespace = "" if kind_name in CLUSTER_SCOPED else (namespace or default_namespace)
+    body = {k: v for k, v in doc.data.items() if k not in ("apiVersion", "kind", "metadata")}
+    return Resource(kind_name, api_version, name, namespace, metadata, body, doc, modelled=False)

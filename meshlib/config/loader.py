@@ -1,19 +1,22 @@
-"""Load multi-document YAML from files, folders and strings, keeping file:line for every object and field."""
+"""Load multi-document YAML from files, folders, standard input and strings, keeping file:line for every field."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
+from meshlib.config.safeyaml import BoundedLoader, Path_, YamlProblem, check_characters, index_node, problem_of
 from meshlib.errors import ConfigError, Source
 
-Path_ = tuple[str | int, ...]
-
 YAML_SUFFIXES = (".yaml", ".yml")
+STDIN = "<stdin>"
+MAX_BYTES = 16 * 2**20  # per file, and for standard input
+MAX_DOCUMENTS = 5000  # per apply (the whole of Istio's own install is a few hundred)
 
 
 @dataclass
@@ -35,47 +38,40 @@ class Document:
         return self.source
 
 
-def _index_lines(node: yaml.Node, path: Path_, out: dict[Path_, int], blocks: set[Path_]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value
-            child = (*path, key)
-            out[child] = key_node.start_mark.line + 1
-            if isinstance(value_node, yaml.ScalarNode) and value_node.style in ("|", ">"):
-                blocks.add(child)
-            _index_lines(value_node, child, out, blocks)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            child = (*path, i)
-            out[child] = item.start_mark.line + 1
-            _index_lines(item, child, out, blocks)
+def parse_documents(text: str, filename: str = "<string>", max_documents: int = MAX_DOCUMENTS) -> list[Document]:
+    """Parse every non-empty document in `text`; any problem is one ConfigError naming the file and line."""
+    if len(text) > MAX_BYTES:
+        raise ConfigError(Source(filename, 1), f"manifest is larger than {MAX_BYTES // 2**20} MiB",
+                          "split it into smaller files")
+    try:
+        check_characters(text)
+        return _parse(text, filename, max_documents)
+    except YamlProblem as p:
+        raise ConfigError(Source(filename, p.line), p.message, p.hint) from None
+    except yaml.YAMLError as exc:
+        p = problem_of(exc, text)
+        raise ConfigError(Source(filename, p.line), p.message, p.hint) from None
 
 
-def parse_documents(text: str, filename: str = "<string>") -> list[Document]:
-    """Parse every non-empty document in `text`; a YAML syntax error names the file and line."""
-    loader = yaml.SafeLoader(text)
+def _parse(text: str, filename: str, max_documents: int) -> list[Document]:
+    loader = BoundedLoader(str(text))  # libyaml takes a plain str only (behave's step text is a subclass)
     docs: list[Document] = []
+    count = 0
     try:
         while loader.check_node():
             node = loader.get_node()
+            count += 1
+            if count > max_documents:
+                line = node.start_mark.line + 1 if node is not None else 1
+                raise YamlProblem(line, f"more than {max_documents:,} YAML documents in one apply",
+                                  "apply the manifests in several smaller batches")
             if node is None:
                 continue
+            lines, blocks = index_node(node)
             data = loader.construct_document(node)
             if data is None:
                 continue
-            lines: dict[Path_, int] = {}
-            blocks: set[Path_] = set()
-            _index_lines(node, (), lines, blocks)
             docs.append(Document(data, Source(filename, node.start_mark.line + 1), lines, blocks))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        last_line = max(1, len(text.splitlines()))  # "end of stream" is reported past the last line
-        line = min(mark.line + 1, last_line) if mark else 1
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(Source(filename, line), f"invalid YAML: {problem}",
-                          "fix the indentation or quoting on that line") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(Source(filename, 1), f"invalid YAML: {exc}") from None
     finally:
         loader.dispose()
     return docs
@@ -97,13 +93,48 @@ def expand_paths(paths: Iterable[str | Path]) -> Iterator[Path]:
             raise ConfigError(None, f"{p}: no such file or folder", "check the path given to -f")
 
 
-def load_documents(paths: Iterable[str | Path]) -> list[Document]:
-    """Every document of every file under `paths`, in order."""
+def read_stdin(stream: BinaryIO | None = None) -> str:
+    """Standard input (`-f -`) as text, bounded like a file."""
+    raw = (stream or sys.stdin.buffer).read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        raise ConfigError(Source(STDIN, 1), f"standard input is larger than {MAX_BYTES // 2**20} MiB",
+                          "split the manifests into smaller batches")
+    return _decode(raw, STDIN)
+
+
+def _decode(raw: bytes, name: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(Source(name, line), f"not UTF-8 text (byte 0x{raw[exc.start]:02x})",
+                          "save the manifest as UTF-8") from None
+
+
+def _read_file(f: Path) -> str:
+    try:
+        size = f.stat().st_size
+        if size > MAX_BYTES:
+            raise ConfigError(Source(str(f), 1), f"manifest is larger than {MAX_BYTES // 2**20} MiB",
+                              "split it into smaller files")
+        return _decode(f.read_bytes(), str(f))
+    except OSError as exc:
+        raise ConfigError(Source(str(f), 1), f"cannot read manifest: {exc.strerror or exc}",
+                          "check the file's permissions") from None
+
+
+def load_documents(paths: Iterable[str | Path], stdin: BinaryIO | None = None) -> list[Document]:
+    """Every document of every file under `paths`, in order; `-` reads standard input (once)."""
+    raw_paths = list(paths)
+    if sum(1 for p in raw_paths if str(p) == "-") > 1:
+        raise ConfigError(None, "-f - is given more than once", "standard input can be read only once")
     docs: list[Document] = []
-    for f in expand_paths(paths):
-        try:
-            text = f.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(Source(str(f), 1), f"cannot read manifest: {exc}") from None
-        docs.extend(parse_documents(text, str(f)))
+    for raw in raw_paths:
+        if str(raw) == "-":
+            sources: Iterable[tuple[str, str]] = [(read_stdin(stdin), STDIN)]
+        else:
+            sources = ((_read_file(f), str(f)) for f in expand_paths([raw]))
+        for text, name in sources:
+            left = MAX_DOCUMENTS - len(docs)
+            docs.extend(parse_documents(text, name, max(left, 0)))
     return docs

@@ -18,6 +18,10 @@ class Schema:
     def check(self, value: Any, doc: Document, path: Path_) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def normalized(self, value: Any) -> Any:
+        """`value` (already checked) as Kubernetes reads it: a field set to null is a field not set."""
+        return value
+
 
 def fail(doc: Document, path: Path_, message: str, hint: str = "") -> ConfigError:
     dotted = dotted_path(path)
@@ -28,7 +32,8 @@ def fail(doc: Document, path: Path_, message: str, hint: str = "") -> ConfigErro
 def dotted_path(path: Path_) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        text = part if isinstance(part, str) and len(part) <= 60 else short(part)
+        out += f"[{part}]" if isinstance(part, int) else (f".{text}" if out else text)
     return out
 
 
@@ -42,11 +47,17 @@ class Scalar(Schema):
         if isinstance(value, bool) and bool not in self.types:
             raise fail(doc, path, f"expected {self.name}, got {value!r}")
         if not isinstance(value, self.types):
-            raise fail(doc, path, f"expected {self.name}, got {type_name(value)} {value!r}")
+            raise fail(doc, path, f"expected {self.name}, got {type_name(value)} {short(value)}")
         if self.check_value:
             problem = self.check_value(value)
             if problem:
                 raise fail(doc, path, problem)
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """`repr(value)`, cut to `limit` characters: an error names the value, it does not print a whole subtree."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def type_name(value: Any) -> str:
@@ -66,10 +77,22 @@ def NonNegInt(name: str = "a non-negative integer") -> Scalar:
     return Scalar((int,), name, lambda v: None if v >= 0 else f"must not be negative, got {v}")
 
 
+def IntRange(low: int, high: int, name: str = "an integer", why: str = "") -> Scalar:
+    """An integer in [low, high]; `why` says where the bound comes from."""
+    tail = f" ({why})" if why else ""
+
+    def problem(v: int) -> str | None:
+        if low == 0 and v < 0:
+            return f"must not be negative, got {v:,}"
+        return None if low <= v <= high else f"must be between {low} and {high:,}{tail}, got {v:,}"
+
+    return Scalar((int,), name, problem)
+
+
 def Enum(*choices: str) -> Scalar:
     allowed = ", ".join(choices)
     return Scalar((str,), f"one of {allowed}",
-                  lambda v: None if v in choices else f"{v!r} is not one of {allowed}")
+                  lambda v: None if v in choices else f"{short(v)} is not one of {allowed}")
 
 
 @dataclass
@@ -83,6 +106,9 @@ class ListOf(Schema):
         for i, v in enumerate(value):
             self.item.check(v, doc, (*path, i))
 
+    def normalized(self, value: Any) -> Any:
+        return [self.item.normalized(v) for v in value]
+
 
 @dataclass
 class MapOf(Schema):
@@ -93,8 +119,11 @@ class MapOf(Schema):
             raise fail(doc, path, f"expected a mapping, got {type_name(value)}")
         for k, v in value.items():
             if not isinstance(k, str):
-                raise fail(doc, (*path, k), f"keys must be strings, got {k!r}")
+                raise fail(doc, (*path, k), f"keys must be strings, got {short(k)}", "quote the key")
             self.item.check(v, doc, (*path, k))
+
+    def normalized(self, value: Any) -> Any:
+        return {k: self.item.normalized(v) for k, v in value.items()}
 
 
 @dataclass
@@ -108,14 +137,14 @@ class Obj(Schema):
 
     def check(self, value: Any, doc: Document, path: Path_) -> None:
         if not isinstance(value, dict):
-            raise fail(doc, path, f"expected a mapping, got {type_name(value)} {value!r}")
+            raise fail(doc, path, f"expected a mapping, got {type_name(value)} {short(value)}")
         for key, sub in value.items():
             schema = self.fields.get(key)
             if schema is None:
                 if self.open:
                     continue
                 known = ", ".join(sorted(self.fields))
-                raise fail(doc, (*path, key), f"unknown field {key!r}", f"known fields here: {known}")
+                raise fail(doc, (*path, key), f"unknown field {short(key)}", f"known fields here: {known}")
             if sub is None:
                 continue
             schema.check(sub, doc, (*path, key))
@@ -129,6 +158,15 @@ class Obj(Schema):
         if self.extra:
             self.extra(value, doc, path)
 
+    def normalized(self, value: Any) -> Any:
+        out = {}
+        for key, sub in value.items():
+            if sub is None:
+                continue
+            schema = self.fields.get(key)
+            out[key] = schema.normalized(sub) if schema is not None else sub
+        return out
+
 
 @dataclass
 class Lazy(Schema):
@@ -138,3 +176,6 @@ class Lazy(Schema):
 
     def check(self, value: Any, doc: Document, path: Path_) -> None:
         self.get().check(value, doc, path)
+
+    def normalized(self, value: Any) -> Any:
+        return self.get().normalized(value)

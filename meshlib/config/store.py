@@ -117,7 +117,7 @@ def _mesh_from_configmap(cm: Resource) -> dict[str, Any]:
     lines[("data", "mesh")] = key_line
     shifted = Document(inner[0].data, Source(cm.source.file, key_line), lines)
     MeshConfig.check(inner[0].data, shifted, ("data", "mesh"))
-    return inner[0].data
+    return MeshConfig.normalized(inner[0].data)
 
 
 @dataclass
@@ -142,9 +142,18 @@ class ConfigStore:
         return store
 
     def parse(self, docs: Iterable[Document], namespace: str) -> list[Resource]:
+        """Every document as a Resource. The same object twice in one apply is an error, not last-one-wins, unless
+        both copies are identical (a folder holding `catalog.yaml` and `catalog-svc.yaml`, as the book's does)."""
         out = []
+        seen: dict[tuple[str, str, str], Resource] = {}
         for doc in docs:
             res = build_resource(doc, namespace)
+            first = seen.setdefault(res.key, res)
+            if first is not res:
+                if first.doc.data == res.doc.data:
+                    continue
+                raise ConfigError(res.source, f"{res.ref()} is defined twice, differently (first at {first.source})",
+                                  "keep one of them: the second would silently replace the first")
             self._check_version_rules(res)
             out.append(res)
         return out
@@ -212,10 +221,14 @@ class ConfigStore:
 
     def of_kind(self, kind: str, namespace: str | None = None) -> list[Resource]:
         return [r for r in self._resources.values()
-                if r.kind == kind and (namespace is None or r.namespace == namespace)]
+                if r.kind == kind and r.modelled and (namespace is None or r.namespace == namespace)]
 
     def get(self, kind: str, namespace: str, name: str) -> Resource | None:
         return self._resources.get((kind, namespace, name))
+
+    def not_modelled(self) -> list[Resource]:
+        """Resources of kinds meshlib stores but does not translate (HorizontalPodAutoscaler, Role, CRDs …)."""
+        return [r for r in self._resources.values() if not r.modelled]
 
     def namespaces(self) -> list[str]:
         return sorted({r.namespace for r in self if r.namespace})
@@ -247,7 +260,8 @@ class ConfigStore:
             for p in svc.spec.get("ports") or []:
                 ports.append(ServicePort(p["port"], self._target_port(p, selector, svc.namespace, workloads),
                                          p.get("name", ""), _port_protocol(p.get("name"), p.get("appProtocol"))))
-            address = svc.spec.get("clusterIP") or _synthetic_ip(host)
+            cluster_ip = svc.spec.get("clusterIP")
+            address = cluster_ip if cluster_ip and cluster_ip != "None" else _synthetic_ip(host)
             out.append(ServiceInfo(host, svc.name, svc.namespace, tuple(ports), selector, address, svc))
         if not any(s.name == "istio-ingressgateway" and s.namespace == ISTIO_SYSTEM for s in out):
             host = fqdn("istio-ingressgateway", ISTIO_SYSTEM)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from meshlib.config import listing
 from meshlib.dsl.world import World
 
 OUTBOUND_POLICY = """apiVersion: install.istio.io/v1alpha1
@@ -31,13 +32,23 @@ spec:
 def apply_manifests(world: World, names: list[str]) -> list[str]:
     applied = world.backend.apply([world.manifest(n) for n in names], world.namespace)
     world.attach("applied resources", "\n".join(applied))
+    _note_not_modelled(world, applied)
     return applied
 
 
 def apply_yaml(world: World, text: str) -> list[str]:
     applied = world.backend.apply_text(text, world.namespace)
     world.attach("applied YAML", text)
+    _note_not_modelled(world, applied)
     return applied
+
+
+def _note_not_modelled(world: World, applied: list[str]) -> None:
+    """Kinds meshlib stores but does not translate (an HPA, a Role, a CRD) change no proxy: say so once."""
+    refs = set(applied)
+    line = listing.not_modelled_line([r for r in world.backend.store.not_modelled() if r.ref() in refs])
+    if line:
+        world.note(line)
 
 
 def delete_manifests(world: World, names: list[str]) -> list[str]:

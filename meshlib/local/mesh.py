@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from meshlib.config.kinds import Resource
-from meshlib.config.loader import Document, load_documents, parse_documents
+from meshlib.config.loader import MAX_DOCUMENTS, Document, load_documents, parse_documents
 from meshlib.config.store import ISTIO_SYSTEM, ConfigStore, Workload
 from meshlib.errors import ConfigError, MeshlibError
 from meshlib.local import canary as flagger
@@ -89,11 +89,11 @@ class ProxyRejected(MeshlibError):
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
-def _documents(paths: Iterable[str | Path], text: str | None) -> list[Document]:
-    """The documents of `paths` and of an inline YAML `text` (reported as `<inline>`)."""
+def _documents(paths: Iterable[str | Path], text: str | None, text_name: str = "<inline>") -> list[Document]:
+    """The documents of `paths` and of an inline YAML `text` (reported as `text_name`, e.g. `<stdin>`)."""
     docs = load_documents(paths) if paths else []
     if text is not None:
-        docs += parse_documents(text, "<inline>")
+        docs += parse_documents(text, text_name, max(0, MAX_DOCUMENTS - len(docs)))
     return docs
 
 
@@ -304,10 +304,10 @@ class LocalMesh:
 
     # --- applying configuration --------------------------------------------------------------------
     def apply(self, paths: Iterable[str | Path] = (), namespace: str | None = None,
-              text: str | None = None) -> list[Resource]:
+              text: str | None = None, text_name: str = "<inline>") -> list[Resource]:
         """Like `kubectl apply -f`: validate everything, then update the store and push to every proxy."""
         ns = namespace or self.namespace
-        docs = _documents(paths, text)
+        docs = _documents(paths, text, text_name)
         with self._lock:
             resources = self.store.parse(docs, ns)
             self._check_images(resources)
@@ -317,9 +317,9 @@ class LocalMesh:
         return applied
 
     def delete(self, paths: Iterable[str | Path] = (), namespace: str | None = None,
-               text: str | None = None) -> list[Resource]:
+               text: str | None = None, text_name: str = "<inline>") -> list[Resource]:
         ns = namespace or self.namespace
-        docs = _documents(paths, text)
+        docs = _documents(paths, text, text_name)
         with self._lock:
             before = self.store.checkpoint()
             removed = self.store.delete_documents(docs, ns)
@@ -340,13 +340,22 @@ class LocalMesh:
     def _reconcile_or_restore(self, before: dict, changed: list[Resource]) -> None:
         """Push the store's new state; if a proxy refuses it, put the store back and push the last good state, so
         nothing of the change stays anywhere (as if `kubectl apply` had been refused)."""
+        what = ", ".join(f"{r.ref()} ({r.source})" for r in changed) or "the change"
         try:
             self.call(self._reconcile())
         except ProxyRejected as exc:
             self.store.restore(before)
             self.call(self._reconcile())
-            what = ", ".join(f"{r.ref()} ({r.source})" for r in changed) or "the change"
             raise ProxyRejected(f"{what} not applied: {exc}; every proxy keeps its last good config") from None
+        except MeshlibError:
+            raise  # a pod that does not start: the change stays, as in a cluster, and the error says why
+        except Exception as exc:  # validation let through something the translator cannot take: a meshlib bug
+            self.store.restore(before)
+            self.call(self._reconcile())
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+            raise MeshlibError(f"{what} not applied: meshlib could not translate it ({reason}); every proxy keeps "
+                               "its last good config. This is a meshlib bug: please report it with the manifest") \
+                from exc
 
     def _check_images(self, resources: list[Resource]) -> None:
         for res in resources:

@@ -8,8 +8,12 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from typing import Any
 
+from meshlib.config import listing
+from meshlib.config.loader import STDIN
 from meshlib.errors import MeshlibError
 from meshlib.explain import proxy_workload_ref
 from meshlib.local.control import ControlServer, clear_state, read_state, state_path, write_state
@@ -17,17 +21,31 @@ from meshlib.local.mesh import PROXY_CONTAINER, LocalMesh
 from meshlib.local.process import read_mesh_config
 from meshlib.xds.dialect import from_config_dump, render
 
-SHORT_KINDS = {"vs": "VirtualService", "virtualservice": "VirtualService", "virtualservices": "VirtualService",
-               "dr": "DestinationRule", "destinationrule": "DestinationRule", "destinationrules": "DestinationRule",
-               "gw": "Gateway", "gateway": "Gateway", "gateways": "Gateway", "se": "ServiceEntry",
-               "serviceentry": "ServiceEntry", "serviceentries": "ServiceEntry", "svc": "Service",
-               "service": "Service", "services": "Service", "deploy": "Deployment", "deployment": "Deployment",
-               "deployments": "Deployment", "canary": "Canary", "canaries": "Canary"}
+_table = listing.table
+OUTPUTS = ("table", "json", "yaml")
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+def guarded(name: str, handler: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+    """`handler` whose unexpected failures still answer the CLI with one line (never a bare HTTP 500); the
+    traceback goes to the mesh's own output, for the bug report."""
+
+    def run(body: dict[str, Any]) -> Any:
+        if not isinstance(body, dict):
+            raise MeshlibError(f"{name}: the request must be a JSON object")
+        try:
+            return handler(body)
+        except MeshlibError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            traceback.print_exc()
+            raise MeshlibError(f"{name}: the mesh could not handle this request ({type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())}); see the mesh's output for details") from None
+        except Exception as exc:
+            traceback.print_exc()
+            raise MeshlibError(f"{name} failed inside the mesh ({type(exc).__name__}: {' '.join(str(exc).split())})"
+                               "; this is a meshlib bug, the mesh's output has the details") from None
+
+    return run
 
 
 class Handlers:
@@ -37,15 +55,26 @@ class Handlers:
         self.mesh, self.stop, self.started = mesh, stop, time.time()
 
     def apply(self, body: dict[str, Any]) -> str:
-        res = self.mesh.apply(body["paths"], body.get("namespace"))
-        return "\n".join(f"{r.kind.lower()}/{r.name} configured" for r in res)
+        """All or nothing: every document is validated before anything is stored (`LocalMesh.apply`)."""
+        res = self.mesh.apply(body.get("paths") or [], body.get("namespace"), text=body.get("text"),
+                              text_name=STDIN)
+        lines = [f"{r.kind.lower()}/{r.name} configured" for r in res]
+        note = listing.not_modelled_line(res)
+        return "\n".join(lines + ([note] if note else []))
 
     def delete(self, body: dict[str, Any]) -> str:
-        res = self.mesh.delete(body["paths"], body.get("namespace"))
+        res = self.mesh.delete(body.get("paths") or [], body.get("namespace"), text=body.get("text"),
+                               text_name=STDIN)
         return "\n".join(f'{r.kind.lower()} "{r.name}" deleted' for r in res) or "nothing to delete"
 
-    def get(self, body: dict[str, Any]) -> str:
-        what, ns = body["what"].lower(), body.get("namespace") or self.mesh.namespace
+    def get(self, body: dict[str, Any]) -> str | list[dict[str, Any]]:
+        """A table, or (`output` json or yaml) a list of objects the CLI prints in that format."""
+        what, ns = str(body["what"]).lower(), body.get("namespace") or self.mesh.namespace
+        output = body.get("output") or "table"
+        if output not in OUTPUTS:
+            raise MeshlibError(f"output {output!r} is not one of {', '.join(OUTPUTS)}")
+        if output != "table" and what not in ("pods", "pod", "po"):
+            return listing.as_data(listing.resources(self.mesh.store, what, ns))
         if what in ("pods", "pod", "po"):
             rows = [("NAME", "READY", "STATUS", "RESTARTS", "AGE")]
             for p in self.mesh.pods(ns):
@@ -53,10 +82,10 @@ class Handlers:
                 ready = containers if p.ready else containers - 1
                 rows.append((p.name, f"{ready}/{containers}", "Running" if p.ready else "Pending", "0",
                              f"{int(time.time() - self.started)}s"))
+            if output != "table":
+                return [dict(zip(("name", "ready", "status", "restarts", "age"), r, strict=True)) for r in rows[1:]]
             return _table(rows) if len(rows) > 1 else f"No resources found in {ns} namespace."
-        kind = SHORT_KINDS.get(what)
-        if kind is None:
-            raise MeshlibError(f"unknown resource type {what!r}; try pods, svc, deploy, vs, dr, gw, se, canary")
+        kind = listing.kind_for(what, self.mesh.store)
         if kind == "Canary":  # as `kubectl get canaries` prints Flagger's status columns
             rows = [("NAME", "STATUS", "WEIGHT", "LASTTRANSITIONTIME")]
             for r in self.mesh.store.of_kind(kind, ns):
@@ -67,14 +96,15 @@ class Handlers:
                 rows.append((r.name, str(s.get("phase", "")), str(s.get("canaryWeight", "")),
                              str(s.get("lastTransitionTime", ""))))
             return _table(rows) if len(rows) > 1 else f"No resources found in {ns} namespace."
-        rows = [("NAME", "SOURCE")]
-        rows += [(r.name, str(r.source)) for r in self.mesh.store.of_kind(kind, ns)]
+        rows = listing.as_rows(listing.resources(self.mesh.store, what, ns), what)
         return _table(rows) if len(rows) > 1 else f"No resources found in {ns} namespace."
 
     def logs(self, body: dict[str, Any]) -> str:
         name, ns = proxy_workload_ref(body["target"], body.get("namespace") or self.mesh.namespace)
         lines = self.mesh.logs(name, ns, body.get("container"))
         tail = body.get("tail")
+        if tail is not None and (not isinstance(tail, int) or tail < 0):
+            raise MeshlibError(f"--tail must be 0 or more, got {tail!r}")
         return "\n".join(lines[-tail:] if tail else lines)
 
     def proxy_config(self, body: dict[str, Any]) -> str:
@@ -114,9 +144,9 @@ def up(paths: list[str], namespace: str, port: int, istio_version: str | None, d
     with LocalMesh(paths, namespace=namespace, port=port, istio_version=istio_version, images=images,
                    time_scale=time_scale) as mesh:
         h = Handlers(mesh, stop)
-        control = ControlServer({"apply": h.apply, "delete": h.delete, "get": h.get, "logs": h.logs,
-                                 "proxy-config": h.proxy_config, "proxy-status": h.proxy_status,
-                                 "down": h.down})
+        handlers = {"apply": h.apply, "delete": h.delete, "get": h.get, "logs": h.logs,
+                    "proxy-config": h.proxy_config, "proxy-status": h.proxy_status, "down": h.down}
+        control = ControlServer({name: guarded(name, fn) for name, fn in handlers.items()})
         url = mesh.call(control.start())
         try:
             write_state({"pid": os.getpid(), "control": url, "token": control.token,
@@ -125,6 +155,9 @@ def up(paths: list[str], namespace: str, port: int, istio_version: str | None, d
             print(f"mesh up: {len(pods)} pods; ingress gateway on {mesh.gateway_url} "
                   f"(Istio {mesh.store.profile.version} behaviour, Envoy {mesh.envoy.version_text})", flush=True)
             print(f"  try: curl -s -H 'Host: webapp.istioinaction.io' {mesh.gateway_url}/api/catalog", flush=True)
+            note = listing.not_modelled_line(mesh.store.not_modelled())
+            if note:
+                print(f"  {note}", flush=True)
             print("  stop with Ctrl-C or `meshlib down`", flush=True)
             while not stop.wait(0.2):
                 pass
@@ -140,10 +173,13 @@ def _refuse_if_running() -> None:
         state = read_state()
     except MeshlibError:
         return
+    pid = state.get("pid") if isinstance(state, dict) else None
     try:
-        os.kill(state["pid"], 0)
-    except (OSError, KeyError):
-        state_path().unlink(missing_ok=True)  # stale: the process is gone
+        if not isinstance(pid, int) or pid <= 0:
+            raise OSError("no pid")
+        os.kill(pid, 0)
+    except OSError:
+        state_path().unlink(missing_ok=True)  # stale or damaged: no running mesh wrote it
         return
     raise MeshlibError(f"a local mesh is already running (pid {state['pid']}, gateway {state.get('gateway')}); "
                        "stop it with `meshlib down` first")
@@ -161,7 +197,9 @@ def _detach() -> int:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise MeshlibError(f"the mesh did not start: {log.read_text().strip()}")
+            lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+            last = lines[-1].strip() if lines else "it exited without a message"
+            raise MeshlibError(f"the mesh did not start: {last.removeprefix('error: ')} (full output in {log})")
         try:
             state = read_state()
             if state.get("pid") == proc.pid:
@@ -178,7 +216,7 @@ def _detach() -> int:
 def down(timeout: float = 30) -> int:
     from meshlib.local.control import send
 
-    state = read_state()
+    state = checked_state()
     send("down", {})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -191,4 +229,15 @@ def down(timeout: float = 30) -> int:
     raise MeshlibError(f"the mesh (pid {state['pid']}) did not stop within {timeout:g}s")
 
 
-__all__ = ["PROXY_CONTAINER", "down", "up"]
+def checked_state() -> dict[str, Any]:
+    """The state file of the running mesh, refused in one line when it is damaged (empty, not an object,
+    missing the pid, control URL or token)."""
+    state = read_state()
+    if (not isinstance(state, dict) or not isinstance(state.get("pid"), int)
+            or not isinstance(state.get("control"), str) or not isinstance(state.get("token"), str)):
+        raise MeshlibError(f"the mesh state file {state_path()} is damaged (it needs pid, control and token); "
+                           "remove it and run `meshlib up` again")
+    return state
+
+
+__all__ = ["PROXY_CONTAINER", "checked_state", "down", "up"]

@@ -107,6 +107,9 @@ ANALYZER_CASES = [
           - destination: {host: catalog, subset: version-v2}
             weight: 0
         """)], "MSH0002", WARNING, "doc0.yaml:11", "still receives 100%", id="MSH0002"),
+    pytest.param(["apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\n"
+                  "spec: {maxReplicas: 3}\n"], "MSH0003", INFO, "doc0.yaml:1",
+                 "not modelled: HorizontalPodAutoscaler/web (stored and listed", id="MSH0003"),
 ]
 
 
@@ -176,7 +179,7 @@ def test_walkthrough_virtual_service_with_services_and_destination_rule_is_clean
 
 
 @pytest.mark.parametrize("extra", ["forum-serviceentry.yaml", "mesh-registry-only.yaml", "webapp-access-log.yaml",
-                                   "flagger", "catalog-gateway.yaml"])
+                                   "flagger/catalog-release.yaml", "catalog-gateway.yaml"])
 def test_other_walkthrough_manifests_are_clean(extra: str) -> None:
     assert analyze(ConfigStore.from_paths([SERVICES, DR_FILE, CH5 / extra], NS)) == []
 

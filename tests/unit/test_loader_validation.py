@@ -57,8 +57,10 @@ DOCUMENT_CASES = [
     pytest.param("- apiVersion: v1\n- kind: Service\n", 1, ["must be a mapping"], id="not-a-mapping"),
     pytest.param("just a string\n", 1, ["must be a mapping"], id="scalar-document"),
     pytest.param("apiVersion: v1\nmetadata: {name: x}\n", 1, ["missing 'kind'"], id="missing-kind"),
-    pytest.param("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n", 2,
-                 ["unknown kind 'Pod'", "VirtualService", "DestinationRule", "Deployment"], id="unknown-kind"),
+    pytest.param("apiVersion: v1\nkind: Servce\nmetadata: {name: x}\n", 2,
+                 ["unknown kind 'Servce' in apiVersion 'v1'", "did you mean Service?"], id="unknown-kind"),
+    pytest.param("apiVersion: networking.istio.io/v1beta1\nkind: VirtualSevice\nmetadata: {name: x}\n", 2,
+                 ["unknown kind 'VirtualSevice'", "did you mean VirtualService?"], id="unknown-istio-kind"),
     pytest.param("apiVersion: networking.istio.io/v2\nkind: VirtualService\nmetadata: {name: x}\n", 1,
                  ["apiVersion 'networking.istio.io/v2'", "networking.istio.io/v1beta1"], id="wrong-apiVersion"),
     pytest.param("apiVersion: v1\nkind: Service\nmetadata: {name: x}\n", None, [], id="ok-service-control"),
@@ -225,7 +227,7 @@ VALUE_CASES = [
     pytest.param(vs_rule("""
         - route:
           - destination: {host: catalog, port: {number: http}}
-        """), 9, ["port.number", "expected an integer"], id="port-number-string"),
+        """), 9, ["port.number", "expected a port number, got a string 'http'"], id="port-number-string"),
     pytest.param(vs_rule("""
         - match:
           - uri:
@@ -382,7 +384,7 @@ VALUE_CASES = [
         spec:
           ports:
           - port: "80"
-        """, 6, ["spec.ports[0].port", "expected an integer"], id="service-port-string"),
+        """, 6, ["spec.ports[0].port", "expected a port number"], id="service-port-string"),
     pytest.param("""
         apiVersion: apps/v1
         kind: Deployment
