@@ -10,12 +10,12 @@ CLUSTER_DOMAIN = "svc.cluster.local"
 def fqdn(host: str, namespace: str) -> str:
     """A name without a dot becomes `<name>.<namespace>.svc.cluster.local`; anything with a dot is literal."""
     h = host.strip().lower()
-    if h == "*" or "." in h or _is_ip(h):
+    if h == "*" or "." in h or is_ip(h):
         return h
     return f"{h}.{namespace}.{CLUSTER_DOMAIN}"
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
     except ValueError:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
-from meshlib.config.hosts import fqdn, host_matches, hosts_intersect, short_aliases
+from meshlib.config.hosts import fqdn, host_matches, hosts_intersect, is_ip, short_aliases
 from meshlib.config.kinds import Resource
 from meshlib.config.store import ISTIO_SYSTEM, ConfigStore, ServiceInfo, Workload
 from meshlib.profile import IstioProfile
@@ -350,15 +349,7 @@ def _sidecar_routes(store: ConfigStore, workload: Workload, services: list[Servi
 def _absolute_domain(host: str, profile: IstioProfile) -> bool:
     """The trailing-dot domain (`host.`), from 1.27 for every host that is not an IP address, registry service or
     not (route/route.go generateVirtualHostDomains, 1.27)."""
-    return profile.absolute_fqdn_domain and not _is_ip(host)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    return profile.absolute_fqdn_domain and not is_ip(host)
 
 
 def _domains(svc: ServiceInfo, port: int, proxy_ns: str, store: ConfigStore) -> list[str]:
