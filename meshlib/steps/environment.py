@@ -80,8 +80,7 @@ def before_all(context: Context) -> None:
     context.meshlib_manifests = Path(ud.get("manifests", "manifests")).resolve()
     context.meshlib_outside_manifests = _flag(ud, "allow_outside_manifests")
     # the same reading as `meshlib up --mesh-config`; announced past behave's output capture
-    context.meshlib_images = read_mesh_config(ud.get("mesh_config") or None,
-                                              announce=lambda line: print(line, file=sys.__stderr__, flush=True))
+    context.meshlib_images = read_mesh_config(ud.get("mesh_config") or None, announce=_console)
     context.meshlib_order = with_seed(ud.get("scenario_order") or None)
     order([], context.meshlib_order)  # a bad value stops the run here, in one line
     if context.meshlib_order and context.meshlib_order.startswith("shuffle:"):
