@@ -269,8 +269,10 @@ class ConfigStore:
                                    (ServicePort(80, 8080, "http2", "HTTP"), ServicePort(443, 8443, "https", "TCP")),
                                    dict(INGRESS_LABELS), _synthetic_ip(host), None))
         for se in self.of_kind("ServiceEntry"):
+            # a port without `protocol` is sniffed (protocol.Parse("") is Unsupported): HTTP traffic to it is
+            # routed like an HTTP port's, as for an unnamed Service port
             ports = tuple(ServicePort(p["number"], p.get("targetPort") or p["number"], p.get("name", ""),
-                                      (p.get("protocol") or "TCP").upper())
+                                      (p.get("protocol") or "HTTP").upper())
                           for p in se.spec.get("ports") or [])
             resolution = {"NONE": "ORIGINAL_DST", "STATIC": "EDS", "DNS": "STRICT_DNS",
                           "DNS_ROUND_ROBIN": "LOGICAL_DNS", "DYNAMIC_DNS": "DYNAMIC_FORWARD_PROXY"}[

@@ -167,3 +167,18 @@ def test_https_redirect_at_the_gateway(version: str) -> None:
     assert vh["requireTls"] == "ALL"
     d = route_to(pc, Request.of("catalog.istioinaction.io", "/items", "GET", {}), port=8080)
     assert (d.status, d.redirect) == (301, {"schemeRedirect": "https", "responseCode": "MOVED_PERMANENTLY"})
+
+
+# --- egress ---------------------------------------------------------------------------------------------------------
+# model/service.go + protocol.Parse(""): a ServiceEntry port without `protocol` is sniffed, so HTTP to it is routed
+# through route config 80 (cluster outbound|80||host) and gets through under REGISTRY_ONLY.
+@pytest.mark.parametrize("version", ["1.17", "1.28"])
+def test_a_service_entry_port_without_protocol_is_sniffed_as_http(version: str) -> None:
+    se = (CH5 / "forum-serviceentry.yaml").read_text().replace("    protocol: HTTP\n", "")
+    assert "protocol" not in se
+    pc = proxy(world(se, (CH5 / "mesh-registry-only.yaml").read_text(), version=version))
+    assert pc.outbound_policy == "REGISTRY_ONLY"
+    vh = vhost(pc, "80", "jsonplaceholder.typicode.com:80")
+    assert vh["routes"][0]["route"]["cluster"] == "outbound|80||jsonplaceholder.typicode.com"
+    decision = route_to(pc, Request.of("jsonplaceholder.typicode.com", "/users", "GET", {}))
+    assert decision.cluster == "outbound|80||jsonplaceholder.typicode.com" and decision.status is None
