@@ -13,6 +13,7 @@ from meshlib.config.kinds import Resource
 from meshlib.config.listing import not_modelled_line
 from meshlib.config.store import ConfigStore
 from meshlib.errors import Source
+from meshlib.xds.envoyfilter import envoy_filters, unsupported
 
 ERROR, WARNING, INFO = "Error", "Warning", "Info"
 
@@ -39,6 +40,7 @@ CODES = {
     "MSH0001": "RelativeWeights",
     "MSH0002": "ZeroWeightSingleDestination",
     "MSH0003": "NotModelled",
+    "MSH0004": "EnvoyFilterPatchNotApplied",
 }
 NOT_MODELLED_SHOWN = 10  # names listed in the one "not modelled" finding; the rest are counted
 
@@ -58,6 +60,7 @@ def analyze(store: ConfigStore) -> list[Finding]:
     for dr in store.of_kind("DestinationRule"):
         out += _destination_rule(store, dr)
     out += _not_modelled(store)
+    out += _envoy_filter_patches(store)
     return sorted(out, key=lambda f: ({ERROR: 0, WARNING: 1, INFO: 2}[f.level], f.source.file, f.source.line))
 
 
@@ -210,6 +213,20 @@ def _destination_rule(store: ConfigStore, dr: Resource) -> list[Finding]:
             out.append(_finding(WARNING, "KIA0203", dr, ("subsets", j),
                                 f'subset "{subset["name"]}" selects no pods ({labels}): requests routed to it '
                                 "get 503 UH (no healthy upstream)"))
+    return out
+
+
+def _envoy_filter_patches(store: ConfigStore) -> list[Finding]:
+    """An EnvoyFilter patch meshlib cannot apply (not a MERGE of a cluster, route configuration, virtual host or
+    route) changes nothing here although it may on a cluster: say so, per patch."""
+    out = []
+    for f in envoy_filters(store):
+        patches = (f.spec.get("spec") or {}).get("configPatches") if isinstance(f.spec.get("spec"), dict) else None
+        for i, patch in enumerate(patches if isinstance(patches, list) else []):
+            why = unsupported(patch)
+            if why:
+                out.append(_finding(WARNING, "MSH0004", f, ("spec", "configPatches", i),
+                                    f"configPatches[{i}] not applied on the embedded mesh: {why}"))
     return out
 
 

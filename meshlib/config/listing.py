@@ -76,7 +76,7 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 def not_modelled_line(found: list[Resource], shown: int = 10) -> str | None:
     """One line naming the resources meshlib stores but does not translate, or None."""
-    rest = [r for r in found if not r.modelled]
+    rest = [r for r in found if not r.modelled and r.kind != "EnvoyFilter"]  # EnvoyFilters are applied (xds)
     if not rest:
         return None
     names = [f"{r.kind}/{r.name}" for r in rest]

@@ -8,6 +8,7 @@ from meshlib.config.hosts import fqdn, host_matches, hosts_intersect, is_ip, sho
 from meshlib.config.kinds import Resource
 from meshlib.config.store import ISTIO_SYSTEM, ConfigStore, ServiceInfo, Workload
 from meshlib.profile import IstioProfile
+from meshlib.xds import envoyfilter
 from meshlib.xds.clusters import build_clusters, cluster_policy
 from meshlib.xds.listeners import gateway_listener, inbound_route_configs, sidecar_listeners
 from meshlib.xds.model import Json, ProxyConfig, RouteOrigin
@@ -80,6 +81,8 @@ def build_proxy_config(store: ConfigStore, workload: Workload) -> ProxyConfig:
         _sidecar_routes(store, workload, services, pc)
         inbound_route_configs(store, workload, pc)
         pc.listeners.extend(sidecar_listeners(workload, pc))
+    filters = envoyfilter.selected(envoyfilter.envoy_filters(store), workload.namespace, workload.labels)
+    pc.not_applied = [str(s) for s in envoyfilter.apply(pc, filters)]  # last, as istiod patches what it built
     return pc
 
 

@@ -50,6 +50,7 @@ class ProxyConfig:
     # cluster -> the DestinationRule's localityLbSetting ({} for Istio's defaults)
     locality_lb: dict[str, Json] = field(default_factory=dict)
     profile_minor: int = 17  # the Istio minor release whose istiod shape this is
+    not_applied: list[str] = field(default_factory=list)  # EnvoyFilter patches meshlib could not apply, and why
 
     def origin(self, route_config: str, virtual_host: str, index: int) -> RouteOrigin | None:
         return self.origins.get((route_config, virtual_host, index))

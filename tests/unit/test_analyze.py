@@ -110,6 +110,9 @@ ANALYZER_CASES = [
     pytest.param(["apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\n"
                   "spec: {maxReplicas: 3}\n"], "MSH0003", INFO, "doc0.yaml:1",
                  "not modelled: HorizontalPodAutoscaler/web (stored and listed", id="MSH0003"),
+    pytest.param(["apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: lua}\nspec:\n"
+                  "  configPatches:\n  - applyTo: HTTP_FILTER\n    patch: {operation: INSERT_BEFORE, value: {}}\n"],
+                 "MSH0004", WARNING, "doc0.yaml:6", "applyTo HTTP_FILTER is not supported", id="MSH0004"),
 ]
 
 

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from meshlib.config.store import ConfigStore
 from meshlib.dsl import deploy
 from meshlib.dsl.world import World
 from meshlib.errors import MeshlibError
+from meshlib.profile import profile_for
 
 
 class RecordingBackend:
@@ -18,6 +20,7 @@ class RecordingBackend:
     def __init__(self) -> None:
         self.applied: list[Path] = []
         self.deleted: list[Path] = []
+        self.store = ConfigStore(profile_for(None))  # empty: what the steps read back after applying
 
     def apply(self, paths: list[Path], namespace: str) -> list[str]:
         self.applied += paths
