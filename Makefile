@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 RESULTS := reports/allure-results
 ALLURE  := .tools/node_modules/.bin/allure
 
-.PHONY: demo test lint features features-reversed catalog report bench fuzz clean
+.PHONY: demo test lint features features-reversed features-shuffled catalog report bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,7 @@ test: $(STAMP) lint
 	@$(BIN)/python -m meshlib.report.catalog --check
 	@$(MAKE) --no-print-directory features
 	@$(MAKE) --no-print-directory features-reversed
+	@$(MAKE) --no-print-directory features-shuffled
 
 features: $(STAMP)
 	@rm -rf $(RESULTS) && mkdir -p $(RESULTS)
@@ -34,6 +35,10 @@ features: $(STAMP)
 # Isolation and version gates: every feature again, its scenarios in reverse order, on the Istio 1.28 profile.
 features-reversed: $(STAMP)
 	@$(BIN)/behave -D scenario_order=reverse -D istio_version=1.28 -f progress
+
+# ... and once more in a random order (the seed is printed, so a failure can be replayed with -D scenario_order=shuffle:SEED).
+features-shuffled: $(STAMP)
+	@$(BIN)/behave -D scenario_order=shuffle -f progress
 
 lint: $(STAMP)
 	@$(BIN)/ruff check meshlib tests steps environment.py

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from meshlib.dsl import hidden, responses, sending
+from meshlib.dsl import distribution, hidden, responses, sending
 from meshlib.dsl.world import World
 from meshlib.errors import InputError
 from meshlib.expect import ExpectationFailed
@@ -167,3 +167,18 @@ def test_workload_and_version_come_from_the_labels_istio_reads(labels: dict[str,
 def test_a_workload_without_version_labels_is_latest_as_istio_names_it() -> None:
     assert Peer.of("simple-backend-1", "istioinaction", {"app": "simple-backend"}).canonical_revision == "latest"
     assert Peer.of("web", "istioinaction", {}).canonical_service == "web"
+
+
+def test_an_underpowered_split_check_leaves_a_note_for_the_console() -> None:
+    """The check passes, but it could not tell 50% from 40%: that reaches the console (World.note), not only an
+    attachment."""
+    w = world(*([ITEMS] * 20))
+    for i, r in enumerate(w.responses):
+        version = "v2" if i % 2 else "v1"
+        r.served_by = [Served(r.request_id, f"catalog-{version}-1",
+                              Peer.of(f"catalog-{version}", "istioinaction", {"app": "catalog", "version": version}),
+                              "catalog:80", "/items", 200, False, 1.0)]
+    distribution.about_share(w, 0.5, "catalog", "v2")
+    assert len(w.notes) == 1 and w.notes[0].startswith("catalog v2 about 50%: with 20 requests this check cannot "
+                                                       "reliably tell 50% from")
+    assert "power" in w.notes[0] and "send at least" in w.notes[0]
