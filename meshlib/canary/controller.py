@@ -254,11 +254,13 @@ class CanaryController:
         self._tick_metrics: dict[str, float | None] = {}
 
     # --- public ------------------------------------------------------------------------------------------------
-    def update(self, canary: Canary | Resource | Mapping[str, Any]) -> None:
-        """The Canary was re-applied: later ticks use the new spec (a new interval counts from the last tick)."""
+    def update(self, canary: Canary | Resource | Mapping[str, Any], now: float | None = None) -> None:
+        """The Canary was re-applied: later ticks use the new spec. With the same analysis interval its job keeps
+        its cadence; a changed interval replaces the job, which runs at once (`now`) and then every new interval
+        (pkg/controller/scheduler.go scheduleCanaries, job.go Start)."""
         new = canary if isinstance(canary, Canary) else Canary.from_manifest(canary)
-        if self.history:
-            self.next_tick_at = self.history[-1].time + new.interval
+        if new.interval != self.canary.interval:
+            self.next_tick_at = now if now is not None else self.next_tick_at
         self.canary = new
 
     @property

@@ -238,7 +238,7 @@ class CanaryRun:
         return self
 
     def update(self, resource: Resource) -> None:
-        """The Canary was re-applied: the next tick uses the new spec (and comes one new interval after the last)."""
+        """The Canary was re-applied: the next tick uses the new spec; a new analysis interval ticks at once."""
         self.resource = resource
         self._pending = resource
         self._wake.set()
@@ -273,7 +273,7 @@ class CanaryRun:
         if resource is None:
             return False
         self.canary = Canary.from_manifest(resource)
-        self.controller.update(self._scaled(self.canary))
+        self.controller.update(self._scaled(self.canary), now=self.runtime.clock.now())
         return True
 
     async def _tick(self) -> None:

@@ -248,6 +248,20 @@ def test_next_tick_follows_the_analysis_interval() -> None:
     assert release(drop=("interval",)).interval == 60.0
 
 
+def test_a_changed_interval_restarts_the_job_at_once_and_the_same_interval_keeps_the_cadence() -> None:
+    """scheduler.go scheduleCanaries: a job whose interval differs is stopped and a new one started; job.go's Start
+    runs the analysis at once, then on the new ticker (Flagger v1.44.0)."""
+    ctl = CanaryController(release(), now=0.0)
+    ctl.tick(0.0, Observation(deployment(V1)), Metrics())
+    assert ctl.next_tick_at == 45.0
+    ctl.update(release({"threshold": 3}), now=20.0)  # same 45 s interval: the cadence stays
+    assert ctl.next_tick_at == 45.0
+    ctl.update(release({"interval": "30s"}), now=20.0)  # a new job: it runs now, then every 30 s
+    assert ctl.next_tick_at == 20.0
+    ctl.tick(20.0, Observation(deployment(V1)), Metrics())
+    assert ctl.next_tick_at == 50.0
+
+
 # --- failures ------------------------------------------------------------------------------------------------------
 def test_rollback_after_threshold_failed_checks() -> None:
     h = Harness(metrics=Metrics(success=57.14))
