@@ -97,10 +97,6 @@ def exactly_contain(world: World, count: int, expr: str) -> None:
         raise fail(f"{count} responses to contain {expr}", f"{len(result.hits)} of {len(result.responses)} did")
 
 
-def count_containing(world: World, expr: str) -> int:
-    return len(look(world, expr).hits)
-
-
 def all_equal(world: World, expr: str, value: str) -> None:
     responses = _need(world)
     bad = [r for r in responses if not matches(r, expr) or any(str(v) != value for v in matches(r, expr))]

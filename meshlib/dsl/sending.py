@@ -38,11 +38,17 @@ def _record(world: World, responses: list[Response], title: str) -> list[Respons
 
 def batch_summary(responses: list[Response]) -> str:
     """Counts by status and by the versions that served, with latency percentiles."""
+    if not responses:
+        return ""
     by = Counter((r.status or "no response", served_text(r)) for r in responses)
     elapsed = sorted(r.elapsed_ms for r in responses)
-    pct = lambda q: elapsed[min(len(elapsed) - 1, int(q * len(elapsed)))]  # noqa: E731
-    return (table(("status", "served by", "requests"), [(s, v, n) for (s, v), n in by.most_common()])
-            + f"\n  latency p50 {pct(0.5):.1f} ms, p90 {pct(0.9):.1f} ms, max {elapsed[-1]:.1f} ms" if elapsed else "")
+
+    def pct(q: float) -> float:
+        return elapsed[min(len(elapsed) - 1, int(q * len(elapsed)))]
+
+    rows = [(status, served, n) for (status, served), n in by.most_common()]
+    return (table(("status", "served by", "requests"), rows)
+            + f"\n  latency p50 {pct(0.5):.1f} ms, p90 {pct(0.9):.1f} ms, max {elapsed[-1]:.1f} ms")
 
 
 def sample_table(responses: list[Response], limit: int = SAMPLE) -> str:

@@ -182,3 +182,28 @@ def test_an_underpowered_split_check_leaves_a_note_for_the_console() -> None:
     assert len(w.notes) == 1 and w.notes[0].startswith("catalog v2 about 50%: with 20 requests this check cannot "
                                                        "reliably tell 50% from")
     assert "power" in w.notes[0] and "send at least" in w.notes[0]
+
+
+class LedgerBackend:
+    """The ledger a batch is tied to: v1 served every request; the first was a retry after v2's 503."""
+
+    def settle(self) -> None:
+        return None
+
+    def served(self, request_id: str) -> list[Served]:
+        first = [_served(request_id, "catalog-v2", "v2", 503, 1)] if request_id == "id-0" else []
+        return [*first, _served(request_id, "catalog-v1", "v1", 200, 2 if first else 1)]
+
+
+def test_a_batch_attaches_counts_latency_and_what_the_clients_did_not_see() -> None:
+    w = world(ITEMS, ITEMS, ITEMS)
+    w.backend = LedgerBackend()  # type: ignore[assignment]
+    sending._record(w, w.responses, "3 requests through the ingress gateway")
+    [body] = [b for n, b in w.recorded if n == "3 requests through the ingress gateway"]  # type: ignore[attr-defined]
+    summary = body.split("\n\n")[0]  # the counts come first, the request sample after a blank line
+    assert [[c.strip() for c in line.split("|")] for line in summary.splitlines()[2:4]] == [
+        ["200", "catalog-v1 (v1)", "2"], ["200", "catalog-v2 (v2) → catalog-v1 (v1)", "1"]]
+    assert "latency p50" in body and "1 of 3 requests were retried (1 extra try)" in body
+    assert w.notes == ["3 requests through the ingress gateway: 1 of 3 requests were retried (1 extra try)",
+                       "3 requests through the ingress gateway: failures a retry hid from the clients: catalog-v2 v2 "
+                       "answered 503 ×1"]
