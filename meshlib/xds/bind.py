@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -126,6 +127,38 @@ def failover_priority(proxy: tuple[str, str, str], setting: Json) -> Callable[[t
     return priority
 
 
+def locality_matches(locality: tuple[str, str, str], pattern: str) -> bool:
+    """`region/zone/subzone` with `*` for any segment; a trailing `*` (or fewer segments) covers the rest."""
+    for have, want in zip(locality, pattern.split("/"), strict=False):
+        if want == "*":
+            return True
+        if have != want:
+            return False
+    return True
+
+
+def distribute(groups: list[Json], proxy: tuple[str, str, str], rules: list[Json]) -> list[Json]:
+    """istiod's `localityLbSetting.distribute` (loadbalancer.go applyLocalityWeights): for the first rule whose
+    `from` covers the proxy's locality, each `to` pattern's percentage is shared by the locality groups it covers
+    (in proportion to their weights, rounded up); groups no pattern covers get no traffic."""
+    for rule in rules:
+        if not locality_matches(proxy, str(rule.get("from", ""))):
+            continue
+        weights: dict[int, int] = {}
+        for pattern, share in (rule.get("to") or {}).items():
+            covered = [i for i, g in enumerate(groups) if i not in weights and locality_matches(_locality(g), pattern)]
+            total = sum(groups[i]["loadBalancingWeight"] for i in covered)
+            for i in covered:
+                weights[i] = math.ceil(groups[i]["loadBalancingWeight"] * int(share) / total) if total else 0
+        return [{**g, "loadBalancingWeight": weights[i]} for i, g in enumerate(groups) if weights.get(i)]
+    return groups
+
+
+def _locality(group: Json) -> tuple[str, str, str]:
+    loc = group.get("locality") or {}
+    return loc.get("region", ""), loc.get("zone", ""), loc.get("subZone", "")
+
+
 def _static(cluster: Json, addresses: list[tuple[str, int, tuple[str, str, str]]]) -> Json:
     out = {k: v for k, v in cluster.items() if k not in ("edsClusterConfig", "type")}
     out["type"] = "STATIC"
@@ -156,8 +189,12 @@ def _bind_clusters(pc: ProxyConfig, place: Placement, pods: PodIndex) -> tuple[l
             addresses = pods_behind + [internet for ref in refs if ref.external_host]
             clusters.append(copy.deepcopy(cluster))
             setting = pc.locality_lb.get(name)
-            ranked = failover_priority(place.locality, setting) if setting is not None and place.locality[0] else None
-            endpoints.append({"clusterName": name, "endpoints": _lb_endpoints(addresses, ranked)})
+            located = setting is not None and bool(place.locality[0])
+            if located and setting.get("distribute"):
+                groups = distribute(_lb_endpoints(addresses), place.locality, setting["distribute"])
+            else:
+                groups = _lb_endpoints(addresses, failover_priority(place.locality, setting) if located else None)
+            endpoints.append({"clusterName": name, "endpoints": groups})
         else:
             clusters.append(copy.deepcopy(cluster))
     return clusters, endpoints

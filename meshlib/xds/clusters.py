@@ -51,6 +51,8 @@ def _outbound(store: ConfigStore, svc: ServiceInfo, port: int, subset: str, dr_s
     setting = (policy.get("loadBalancer") or {}).get("localityLbSetting") or {}
     if "outlierDetection" in cluster and setting.get("enabled") is not False:
         pc.locality_lb[name] = setting
+        if setting.get("distribute"):  # weights per locality instead of failover priorities (loadbalancer.go)
+            cluster.setdefault("commonLbConfig", {})["localityWeightedLbConfig"] = {}
     return cluster
 
 

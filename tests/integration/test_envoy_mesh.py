@@ -10,6 +10,7 @@ from meshclient import CH5, NS, SERVICES, WEBAPP_HOST, request, send_many
 
 from meshlib.local.mesh import ProxyRejected
 from meshlib.local.serve import Handlers
+from meshlib.stats import binomial_check
 from meshlib.xds.dialect import from_config_dump, routes_table
 
 WORLD = [SERVICES, CH5 / "webapp-catalog-gw-vs.yaml", CH5 / "catalog-dest-rule.yaml"]
@@ -140,6 +141,33 @@ spec:
     replies = send_many(mesh, "/api/catalog", WEBAPP_HOST, 40)
     assert [r.status for r in replies] == [200] * 40
     assert images(replies) == 0, "a request left the caller's zone while its own zone was healthy"
+
+
+def test_distribute_sends_the_stated_share_of_a_zones_traffic_to_each_zone(start_mesh):
+    """localityLbSetting `distribute` (istiod's locality weights): webapp in us-east/a sends 20% to its own zone and
+    80% to us-east/b, where failover alone would keep everything in its zone. Exact binomial test at alpha 0.001
+    on 400 requests."""
+    mesh = start_mesh([SERVICES / "catalog" / "kubernetes" / "catalog.yaml", CH5 / "webapp-catalog-gw-vs.yaml"])
+    mesh.apply(text=WEBAPP_IN_ZONE_A + "---\n" + _deployment("catalog", "v1", "us-east.a") + "---\n"
+               + _deployment("catalog-v2", "v2", "us-east.b"))
+    mesh.apply(text="""\
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: catalog}
+spec:
+  host: catalog
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s}
+    loadBalancer:
+      localityLbSetting:
+        distribute:
+        - from: us-east/a/*
+          to: {"us-east/a/*": 20, "us-east/b/*": 80}
+""")
+    replies = send_many(mesh, "/api/catalog", WEBAPP_HOST, 400)
+    assert [r.status for r in replies] == [200] * 400
+    verdict = binomial_check(images(replies), 400, 0.80, alpha=0.001, label="catalog in us-east/b")
+    assert verdict.passed, verdict.describe()
 
 
 def test_a_gateway_server_with_https_redirect_answers_301_to_https(start_mesh):

@@ -155,6 +155,36 @@ def test_with_outlier_detection_endpoints_are_prioritized_by_the_proxys_locality
     assert validate(static_bootstrap([res])) is None
 
 
+def test_distribute_weights_localities_for_callers_in_the_from_locality() -> None:
+    """istiod's `distribute` (loadbalancer.go applyLocalityWeights): a caller in us-east/a sends 80% to its zone and
+    20% to us-east/b, shared by the pods of each; eu-west gets nothing; a caller elsewhere keeps plain weights; the
+    cluster weights by locality (localityWeightedLbConfig); real Envoy accepts it."""
+    from meshlib.local.envoy.binary import validate
+    from meshlib.xds.bind import Placement, PodEndpoint, bind
+    from meshlib.xds.static import static_bootstrap
+
+    setting = "{distribute: [{from: 'us-east/a/*', to: {'us-east/a/*': 80, 'us-east/b/*': 20}}]}"
+    store = world(dr(f"outlierDetection: {{consecutive5xxErrors: 1}}\nloadBalancer: {{localityLbSetting: {setting}}}"),
+                  dr=False)
+    pc = proxy(store)
+    assert pc.clusters[CATALOG_DEFAULT]["commonLbConfig"]["localityWeightedLbConfig"] == {}
+    pods = {("istioinaction", "catalog"): [PodEndpoint("127.9.0.2", ("us-east", "a", "")),
+                                           PodEndpoint("127.9.0.3", ("us-east", "a", "")),
+                                           PodEndpoint("127.9.0.4", ("us-east", "b", "")),
+                                           PodEndpoint("127.9.0.5", ("eu-west", "a", ""))]}
+
+    def weights(locality: tuple[str, str, str]) -> dict[tuple[str, ...], int]:
+        place = Placement("127.9.0.9", "/dev/null", ("127.0.0.1", 9), {8080: ("127.9.0.9", 18080)}, {}, locality)
+        res = bind(pc, place, pods)
+        assert validate(static_bootstrap([res])) is None
+        cla = next(e for e in res.endpoints if e["clusterName"] == CATALOG_DEFAULT)
+        assert all("priority" not in g for g in cla["endpoints"])  # weights, not failover priorities
+        return {tuple(g["locality"].values()): g["loadBalancingWeight"] for g in cla["endpoints"]}
+
+    assert weights(("us-east", "a", "")) == {("us-east", "a"): 80, ("us-east", "b"): 20}
+    assert weights(("eu-west", "a", "")) == {("us-east", "a"): 2, ("us-east", "b"): 1, ("eu-west", "a"): 1}
+
+
 def test_without_outlier_detection_or_when_disabled_endpoints_are_not_prioritized() -> None:
     assert proxy(world(dr("loadBalancer: {simple: ROUND_ROBIN}"), dr=False)).locality_lb == {}
     disabled = "outlierDetection: {consecutive5xxErrors: 1}\nloadBalancer: {localityLbSetting: {enabled: false}}"
