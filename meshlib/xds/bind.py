@@ -86,21 +86,25 @@ def socket_address(ip: str, port: int) -> Json:
     return {"socketAddress": {"address": ip, "portValue": port}}
 
 
-def _lb_endpoints(addresses: list[tuple[str, int, tuple[str, str, str]]],
-                  priority: Callable[[tuple[str, str, str]], int] | None = None) -> list[Json]:
-    by_locality: dict[tuple[str, str, str], list[Json]] = {}
+Locality = tuple[str, str, str]
+Priority = Callable[[Locality, str], int]  # (endpoint locality, endpoint IP) -> priority, 0 first
+
+
+def _lb_endpoints(addresses: list[tuple[str, int, Locality]], priority: Priority | None = None) -> list[Json]:
+    groups: dict[tuple[Locality, int | None], list[Json]] = {}
     for ip, port, locality in addresses:
-        by_locality.setdefault(locality, []).append(
+        key = (locality, priority(locality, ip) if priority is not None else None)
+        groups.setdefault(key, []).append(
             {"endpoint": {"address": socket_address(ip, port)}, "healthStatus": "HEALTHY",
              "loadBalancingWeight": 1})
     out = []
-    for (region, zone, subzone), eps in by_locality.items():
+    for ((region, zone, subzone), rank), eps in groups.items():
         group: Json = {"lbEndpoints": eps, "loadBalancingWeight": len(eps)}
         loc = {k: v for k, v in (("region", region), ("zone", zone), ("subZone", subzone)) if v}
         if loc:
             group["locality"] = loc
-        if priority is not None:
-            group["priority"] = priority((region, zone, subzone))
+        if rank is not None:
+            group["priority"] = rank
         out.append(group)
     if priority is not None:  # priorities without gaps, as istiod sends them
         ranks = {p: i for i, p in enumerate(sorted({g["priority"] for g in out}))}
@@ -111,12 +115,33 @@ def _lb_endpoints(addresses: list[tuple[str, int, tuple[str, str, str]]],
     return out
 
 
-def failover_priority(proxy: tuple[str, str, str], setting: Json) -> Callable[[tuple[str, str, str]], int]:
+# failoverPriority keys that name the locality (from the node on a cluster, from pod labels here)
+LOCALITY_KEYS = {"topology.kubernetes.io/region": 0, "topology.kubernetes.io/zone": 1, "topology.istio.io/subzone": 2}
+
+
+def label_priority(proxy: Locality, proxy_labels: Mapping[str, str], keys: Sequence[str],
+                   endpoint_labels: Mapping[str, Mapping[str, str]]) -> Priority:
+    """istiod's `failoverPriority` (loadbalancer.go applyPriorityFailover): an endpoint that agrees with the proxy
+    on the first m of the n labels, in order, gets priority n - m; locality keys compare localities."""
+    def value(key: str, locality: Locality, labels: Mapping[str, str]) -> str:
+        return locality[LOCALITY_KEYS[key]] if key in LOCALITY_KEYS else labels.get(key, "")
+
+    def priority(locality: Locality, ip: str) -> int:
+        labels = endpoint_labels.get(ip, {})
+        for i, key in enumerate(keys):
+            if value(key, locality, labels) != value(key, proxy, proxy_labels):
+                return len(keys) - i
+        return 0
+
+    return priority
+
+
+def failover_priority(proxy: Locality, setting: Json) -> Priority:
     """istiod's locality failover: the proxy's own subzone first, then its zone, its region, the region named
     by `failover` for the proxy's region, then everywhere else."""
     targets = {f.get("from"): f.get("to") for f in setting.get("failover") or []}
 
-    def priority(locality: tuple[str, str, str]) -> int:
+    def priority(locality: Locality, _ip: str = "") -> int:
         region, zone, subzone = locality
         if region == proxy[0]:
             if zone == proxy[1]:
@@ -177,6 +202,8 @@ def _bind_clusters(pc: ProxyConfig, place: Placement, pods: PodIndex) -> tuple[l
         parsed = parse_cluster(name)
         pods_behind = [(pod.ip, ref.port, pod.locality) for ref in refs if not ref.external_host
                        for pod in pods.get((ref.namespace, ref.workload or ""), ())]
+        labels_of = {pod.ip: dict(ref.labels) for ref in refs if not ref.external_host
+                     for pod in pods.get((ref.namespace, ref.workload or ""), ())}
         outbound = bool(parsed) and parsed[0] == "outbound"
         if outbound and kind == "ORIGINAL_DST" and pods_behind:  # PASSTHROUGH to a service: kube-proxy picks a pod
             clusters.append(_static(cluster, pods_behind))
@@ -192,6 +219,9 @@ def _bind_clusters(pc: ProxyConfig, place: Placement, pods: PodIndex) -> tuple[l
             located = setting is not None and bool(place.locality[0])
             if located and setting.get("distribute"):
                 groups = distribute(_lb_endpoints(addresses), place.locality, setting["distribute"])
+            elif setting is not None and setting.get("failoverPriority"):
+                groups = _lb_endpoints(addresses, label_priority(place.locality, pc.labels,
+                                                                 setting["failoverPriority"], labels_of))
             else:
                 groups = _lb_endpoints(addresses, failover_priority(place.locality, setting) if located else None)
             endpoints.append({"clusterName": name, "endpoints": groups})

@@ -185,6 +185,32 @@ def test_distribute_weights_localities_for_callers_in_the_from_locality() -> Non
     assert weights(("eu-west", "a", "")) == {("us-east", "a"): 2, ("us-east", "b"): 1, ("eu-west", "a"): 1}
 
 
+def test_failover_priority_ranks_endpoints_by_the_labels_they_share_with_the_proxy_in_order() -> None:
+    """istiod's `failoverPriority` (loadbalancer.go applyPriorityFailover): an endpoint agreeing with the proxy on
+    the first m of n labels gets priority n - m; the region key compares localities. Real Envoy accepts it."""
+    from meshlib.local.envoy.binary import validate
+    from meshlib.xds.bind import Placement, PodEndpoint, bind
+    from meshlib.xds.static import static_bootstrap
+
+    setting = "{failoverPriority: [topology.kubernetes.io/region, version]}"
+    store = world(dr(f"outlierDetection: {{consecutive5xxErrors: 1}}\nloadBalancer: {{localityLbSetting: {setting}}}"),
+                  dr=False)
+    pc = proxy(store)
+    pc.labels["version"] = "v2"  # the caller runs v2: it prefers v2 pods in its region, then v1 there, then the rest
+    pods = {("istioinaction", "catalog"): [PodEndpoint("127.9.0.2", ("us-east", "a", "")),
+                                           PodEndpoint("127.9.0.4", ("eu-west", "a", ""))],
+            ("istioinaction", "catalog-v2"): [PodEndpoint("127.9.0.3", ("us-east", "b", "")),
+                                              PodEndpoint("127.9.0.5", ("eu-west", "b", ""))]}
+    place = Placement("127.9.0.9", "/dev/null", ("127.0.0.1", 9), {8080: ("127.9.0.9", 18080)}, {},
+                      ("us-east", "a", ""))
+    res = bind(pc, place, pods)
+    assert validate(static_bootstrap([res])) is None
+    cla = next(e for e in res.endpoints if e["clusterName"] == CATALOG_DEFAULT)
+    got = {ep["endpoint"]["address"]["socketAddress"]["address"]: g.get("priority", 0)
+           for g in cla["endpoints"] for ep in g["lbEndpoints"]}
+    assert got == {"127.9.0.3": 0, "127.9.0.2": 1, "127.9.0.4": 2, "127.9.0.5": 2}
+
+
 def test_without_outlier_detection_or_when_disabled_endpoints_are_not_prioritized() -> None:
     assert proxy(world(dr("loadBalancer: {simple: ROUND_ROBIN}"), dr=False)).locality_lb == {}
     disabled = "outlierDetection: {consecutive5xxErrors: 1}\nloadBalancer: {localityLbSetting: {enabled: false}}"
