@@ -120,13 +120,19 @@ WEBAPP_IN_ZONE_A = (SERVICES / "webapp" / "kubernetes" / "webapp.yaml").read_tex
     "      labels:\n        app: webapp\n", "      labels:\n        app: webapp\n        istio-locality: us-east.a\n")
 
 
+def _two_zones(start_mesh):
+    """webapp in us-east/a; catalog v1 in us-east/a and catalog v2 (answers with images) in us-east/b."""
+    mesh = start_mesh([SERVICES / "catalog" / "kubernetes" / "catalog.yaml", CH5 / "webapp-catalog-gw-vs.yaml"])
+    mesh.apply(text=WEBAPP_IN_ZONE_A + "---\n" + _deployment("catalog", "v1", "us-east.a") + "---\n"
+               + _deployment("catalog-v2", "v2", "us-east.b"))
+    return mesh
+
+
 def test_with_outlier_detection_traffic_stays_in_the_callers_zone(start_mesh):
     """Locality failover (istiod's, from pod labels): webapp in us-east/a reaches only the catalog pod of its own
     zone while that pod is healthy; without outlier detection both zones answer."""
     assert "istio-locality: us-east.a" in WEBAPP_IN_ZONE_A
-    mesh = start_mesh([SERVICES / "catalog" / "kubernetes" / "catalog.yaml", CH5 / "webapp-catalog-gw-vs.yaml"])
-    mesh.apply(text=WEBAPP_IN_ZONE_A + "---\n" + _deployment("catalog", "v1", "us-east.a") + "---\n"
-               + _deployment("catalog-v2", "v2", "us-east.b"))
+    mesh = _two_zones(start_mesh)
     assert 0 < images(send_many(mesh, "/api/catalog", WEBAPP_HOST, 40)) < 40  # both zones answer
 
     mesh.apply(text="""\
@@ -147,9 +153,7 @@ def test_distribute_sends_the_stated_share_of_a_zones_traffic_to_each_zone(start
     """localityLbSetting `distribute` (istiod's locality weights): webapp in us-east/a sends 20% to its own zone and
     80% to us-east/b, where failover alone would keep everything in its zone. Exact binomial test at alpha 0.001
     on 400 requests."""
-    mesh = start_mesh([SERVICES / "catalog" / "kubernetes" / "catalog.yaml", CH5 / "webapp-catalog-gw-vs.yaml"])
-    mesh.apply(text=WEBAPP_IN_ZONE_A + "---\n" + _deployment("catalog", "v1", "us-east.a") + "---\n"
-               + _deployment("catalog-v2", "v2", "us-east.b"))
+    mesh = _two_zones(start_mesh)
     mesh.apply(text="""\
 apiVersion: networking.istio.io/v1beta1
 kind: DestinationRule
