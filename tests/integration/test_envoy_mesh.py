@@ -120,6 +120,17 @@ WEBAPP_IN_ZONE_A = (SERVICES / "webapp" / "kubernetes" / "webapp.yaml").read_tex
     "      labels:\n        app: webapp\n", "      labels:\n        app: webapp\n        istio-locality: us-east.a\n")
 
 
+OUTLIER_DR = """\
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: catalog}
+spec:
+  host: catalog
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s}
+"""
+
+
 def _two_zones(start_mesh):
     """webapp in us-east/a; catalog v1 in us-east/a and catalog v2 (answers with images) in us-east/b."""
     mesh = start_mesh([SERVICES / "catalog" / "kubernetes" / "catalog.yaml", CH5 / "webapp-catalog-gw-vs.yaml"])
@@ -135,15 +146,7 @@ def test_with_outlier_detection_traffic_stays_in_the_callers_zone(start_mesh):
     mesh = _two_zones(start_mesh)
     assert 0 < images(send_many(mesh, "/api/catalog", WEBAPP_HOST, 40)) < 40  # both zones answer
 
-    mesh.apply(text="""\
-apiVersion: networking.istio.io/v1beta1
-kind: DestinationRule
-metadata: {name: catalog}
-spec:
-  host: catalog
-  trafficPolicy:
-    outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s}
-""")
+    mesh.apply(text=OUTLIER_DR)
     replies = send_many(mesh, "/api/catalog", WEBAPP_HOST, 40)
     assert [r.status for r in replies] == [200] * 40
     assert images(replies) == 0, "a request left the caller's zone while its own zone was healthy"
@@ -154,14 +157,7 @@ def test_distribute_sends_the_stated_share_of_a_zones_traffic_to_each_zone(start
     80% to us-east/b, where failover alone would keep everything in its zone. Exact binomial test at alpha 0.001
     on 400 requests."""
     mesh = _two_zones(start_mesh)
-    mesh.apply(text="""\
-apiVersion: networking.istio.io/v1beta1
-kind: DestinationRule
-metadata: {name: catalog}
-spec:
-  host: catalog
-  trafficPolicy:
-    outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s}
+    mesh.apply(text=OUTLIER_DR + """\
     loadBalancer:
       localityLbSetting:
         distribute:
