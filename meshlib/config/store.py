@@ -25,7 +25,7 @@ class ServicePort:
     port: int
     target_port: int
     name: str
-    protocol: str  # HTTP for ports Istio treats as HTTP, else TCP
+    protocol: str  # HTTP, HTTP2, GRPC, TCP, UDP, or AUTO (sniffed: no name or appProtocol Istio knows)
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,20 @@ def _synthetic_ip(host: str) -> str:
     return f"10.96.{digest[0]}.{digest[1] or 1}"
 
 
+_PROTOCOLS = {"http": "HTTP", "http2": "HTTP2", "h2c": "HTTP2", "kubernetes.io/h2c": "HTTP2", "grpc": "GRPC",
+              "grpc-web": "GRPC", "tcp": "TCP", "tls": "TCP", "https": "TCP", "mongo": "TCP", "mysql": "TCP",
+              "redis": "TCP", "udp": "UDP"}
+
+
 def _port_protocol(name: str | None, app_protocol: str | None) -> str:
-    label = (app_protocol or name or "").lower()
-    if label.startswith(("tcp", "mongo", "mysql", "redis", "tls", "https", "grpc")):
-        return "GRPC" if label.startswith("grpc") else "TCP"
-    return "HTTP"  # named http*, or unnamed: Istio sniffs the protocol; the walkthrough's traffic is HTTP
+    """Istio's protocol of a Service port (kube ConvertProtocol): `appProtocol`, else the port name up to its
+    first `-`; anything else is sniffed ("AUTO": protocol.Unsupported, an HTTP-or-TCP listener on the VIP)."""
+    if app_protocol:
+        return _PROTOCOLS.get(app_protocol.lower(), "AUTO")
+    label = (name or "").lower()
+    if label.startswith("grpc-web"):
+        return "GRPC"
+    return _PROTOCOLS.get(label.split("-", 1)[0], "AUTO")
 
 
 def _mesh_from_configmap(cm: Resource) -> dict[str, Any]:

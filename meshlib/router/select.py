@@ -43,8 +43,6 @@ def pick_weighted(clusters: list[Json], rng: random.Random) -> str:
     return clusters[-1]["name"]
 
 
-def route_config_for(pc: ProxyConfig, port: int) -> str | None:
-    return pc.listener_ports.get(port)
 
 
 def select_route(pc: ProxyConfig, request: Request, port: int, rng: random.Random,
@@ -53,7 +51,7 @@ def select_route(pc: ProxyConfig, request: Request, port: int, rng: random.Rando
 
     `healthy` maps cluster → number of healthy endpoints; by default the translated endpoints count.
     """
-    rc_name = route_config_for(pc, port)
+    rc_name = pc.route_config_for(port, request.host if pc.kind == "sidecar" else "")
     if rc_name is None:
         return _no_listener(pc, port)
     d = Decision(pc.proxy_id, rc_name)

@@ -238,35 +238,56 @@ def _with_records(listener: Json, place: Placement, direction: str) -> Json:
     return listener
 
 
-def _capture_cluster(port: int) -> Json:
-    name = f"{CAPTURE_PREFIX}{port}"
+def _capture_cluster(listener: str) -> Json:
+    name = f"{CAPTURE_PREFIX}{listener}"
     return {"name": name, "type": "STATIC", "connectTimeout": "10s",
             "loadAssignment": {"clusterName": name, "endpoints": [{"lbEndpoints": [{"endpoint": {"address": {
-                "envoyInternalAddress": {"serverListenerName": f"0.0.0.0_{port}"}}}}]}]}}
+                "envoyInternalAddress": {"serverListenerName": listener}}}}]}]}}
 
 
 def _capture_listener(pc: ProxyConfig, place: Placement) -> Json:
-    """The app-facing explicit proxy: each request to the per-port listener of its authority's port."""
+    """The app-facing explicit proxy: a request for a sniffed service goes to that service's VIP listener, any
+    other to the per-port listener of its authority's port (as iptables and 15001 hand them over)."""
     ports = sorted(pc.listener_ports)
     elsewhere = PASSTHROUGH if pc.outbound_policy != "REGISTRY_ONLY" else BLACKHOLE
 
     def to(cluster: str) -> Json:
         return {"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}
 
-    vhosts = [{"name": f"capture|{p}", "domains": [f"*:{p}"], "routes": [to(f"{CAPTURE_PREFIX}{p}")]}
-              for p in ports if p != 80]
+    def port_listener(p: int) -> str:
+        return f"{CAPTURE_PREFIX}0.0.0.0_{p}" if p in ports else elsewhere
+
+    vhosts, named = [], set()
+    for s in pc.sniffed:  # exact names win over the `*:<port>` patterns below, whatever the order
+        domains = [d for n in s.names for d in ((f"{n}:{s.port}", n) if s.port == 80 else (f"{n}:{s.port}",))
+                   if d not in named]
+        named.update(domains)
+        vhosts.append({"name": f"capture|{s.listener}", "domains": domains,
+                       "routes": [to(f"{CAPTURE_PREFIX}{s.listener}")]})
+    vhosts += [{"name": f"capture|{p}", "domains": [f"*:{p}"], "routes": [to(port_listener(p))]}
+               for p in ports if p != 80]
     # no port (or :80): the port-80 listener; any other port has no listener, as with Istio's 15001 passthrough
     default_routes = [{"match": {"prefix": "/", "headers": [{"name": ":authority", "stringMatch": {
         "safeRegex": {"regex": r".*:[0-9]+"}}}]}, "route": {"cluster": elsewhere, "timeout": "0s"}}]
-    default_routes.append(to(f"{CAPTURE_PREFIX}80" if 80 in ports else elsewhere))
-    vhosts.append({"name": "capture|80", "domains": ["*:80"],
-                   "routes": [to(f"{CAPTURE_PREFIX}80" if 80 in ports else elsewhere)]})
+    default_routes.append(to(port_listener(80)))
+    vhosts.append({"name": "capture|80", "domains": ["*:80"], "routes": [to(port_listener(80))]})
     vhosts.append({"name": "capture|default", "domains": ["*"], "routes": default_routes})
     manager = {"@type": HCM_TYPE, "statPrefix": "capture", "streamIdleTimeout": "0s",
                "routeConfig": {"name": CAPTURE_LISTENER, "virtualHosts": vhosts},
                "httpFilters": [{"name": ROUTER, "typedConfig": {"@type": ROUTER_TYPE, "suppressEnvoyHeaders": True}}]}
     return {"name": CAPTURE_LISTENER, "address": socket_address(place.pod_ip, CAPTURE_PORT),
             "trafficDirection": "OUTBOUND", "filterChains": [{"filters": [{"name": HCM, "typedConfig": manager}]}]}
+
+
+def _internal(listener: Json) -> Json:
+    """An outbound listener as an internal listener the capture listener hands requests to. Only HTTP reaches
+    it (apps speak to the capture listener as an HTTP proxy), so a sniffed listener keeps its HTTP chain alone."""
+    for key in ("bindToPort", "address", "listenerFilters", "listenerFiltersTimeout", "defaultFilterChain"):
+        listener.pop(key, None)
+    for chain in listener["filterChains"]:
+        chain.pop("filterChainMatch", None)
+    listener["internalListener"] = {}
+    return listener
 
 
 def _bind_listeners(pc: ProxyConfig, place: Placement) -> tuple[list[Json], list[Json]]:
@@ -289,12 +310,9 @@ def _bind_listeners(pc: ProxyConfig, place: Placement) -> tuple[list[Json], list
             if ports[1:]:
                 listener["additionalAddresses"] = [{"address": socket_address(place.pod_ip, p)} for p in ports[1:]]
             listeners.append(_with_records(listener, place, "inbound"))
-        else:  # a per-port outbound listener: an internal listener the capture listener hands requests to
-            listener.pop("bindToPort", None)
-            listener.pop("address")
-            listener["internalListener"] = {}
-            listeners.append(_with_records(listener, place, "outbound"))
-            extra_clusters.append(_capture_cluster(port))
+        else:  # an outbound listener (per port, or a sniffed service's VIP): internal, behind the capture listener
+            listeners.append(_with_records(_internal(listener), place, "outbound"))
+            extra_clusters.append(_capture_cluster(name))
     return listeners, extra_clusters
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from meshlib.config.hosts import fqdn, host_matches, hosts_intersect, is_ip, short_aliases
@@ -11,7 +12,7 @@ from meshlib.profile import IstioProfile
 from meshlib.xds import envoyfilter
 from meshlib.xds.clusters import build_clusters, cluster_policy
 from meshlib.xds.listeners import gateway_listener, inbound_route_configs, sidecar_listeners
-from meshlib.xds.model import Json, ProxyConfig, RouteOrigin
+from meshlib.xds.model import Json, ProxyConfig, RouteOrigin, SniffedPort
 from meshlib.xds.naming import (
     ALLOW_ANY_VHOST,
     BLOCK_ALL_VHOST,
@@ -275,78 +276,114 @@ def _vs_routes(vs: Resource, ctx: TranslateContext, gateway: str, port: int,
 
 
 # --- sidecar ---------------------------------------------------------------------------------------
+HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC")
+ROUTED_PROTOCOLS = (*HTTP_PROTOCOLS, "AUTO")  # ports whose virtual hosts istiod builds (IsHTTPOrSniffed)
+
+
 def _sidecar_routes(store: ConfigStore, workload: Workload, services: list[ServiceInfo], pc: ProxyConfig) -> None:
+    """Route config `<port>` for the 0.0.0.0 listener of each HTTP port, and `<fqdn>:<port>` for each sniffed
+    Service port's VIP listener (listener.go buildSidecarOutboundHTTPListenerOpts: "a unique listener and route
+    just for that service")."""
+    http_ports = {p.port for s in services for p in s.ports if p.protocol in HTTP_PROTOCOLS}
+    sniffed = [(s, p.port) for s in services if s.origin is not None and s.origin.kind == "Service"
+               for p in s.ports if p.protocol == "AUTO"]
+    rc_fields = dict(RC_DEFAULTS)
+    if store.profile.port_domain_variants:  # ≤1.15 matched the port through `host:port` domains instead
+        del rc_fields["ignorePortInHostMatching"]
+    for port in sorted(http_ports | {p for _, p in sniffed}):
+        vhosts, origins = _port_virtual_hosts(store, workload, services, port)
+        if port in http_ports:
+            rc_name = str(port)
+            _add_route_config(pc, rc_name, [*vhosts, _catch_all_vhost(pc.outbound_policy)], origins, rc_fields)
+            pc.listener_ports[port] = rc_name
+        for svc in (s for s, p in sniffed if p == port):
+            rc_name = f"{svc.host}:{port}"
+            _add_route_config(pc, rc_name, _sniffed_virtual_hosts(vhosts, svc.host, port), origins, rc_fields)
+            names = (svc.host, *short_aliases(svc.host, workload.namespace), svc.address)
+            pc.sniffed.append(SniffedPort(svc.address, port, svc.host, rc_name, names))
+
+
+def _sniffed_virtual_hosts(vhosts: list[Json], host: str, port: int) -> list[Json]:
+    """The port's virtual hosts that name the service (httproute.go getVirtualHostsForSniffedServicePort): no
+    catch-all, and a single one answers any authority (`*`), since only that service's traffic reaches it."""
+    mine = [copy.deepcopy(vh) for vh in vhosts if host in vh["domains"] or f"{host}:{port}" in vh["domains"]]
+    if len(mine) == 1:
+        mine[0]["domains"] = ["*"]
+    return mine
+
+
+def _add_route_config(pc: ProxyConfig, rc_name: str, vhosts: list[Json], origins: dict[str, list[RouteOrigin]],
+                      rc_fields: Json) -> None:
+    for vh in vhosts:
+        for i, origin in enumerate(origins.get(vh["name"], [])):
+            pc.origins[(rc_name, vh["name"], i)] = origin
+    pc.route_configs[rc_name] = {"name": rc_name, "virtualHosts": vhosts, **rc_fields}
+
+
+def _port_virtual_hosts(store: ConfigStore, workload: Workload, services: list[ServiceInfo],
+                        port: int) -> tuple[list[Json], dict[str, list[RouteOrigin]]]:
+    """The virtual hosts istiod builds for a sidecar's outbound `port` (BuildSidecarOutboundVirtualHosts), sorted by
+    name, without the catch-all; and the VirtualService rule behind each of their routes."""
     mesh = store.mesh_settings()
     mesh_vss = [vs for vs in store.of_kind("VirtualService") if "mesh" in vs_gateways(vs)]
-    http_ports = sorted({p.port for s in services for p in s.ports if p.protocol in ("HTTP", "HTTP2", "GRPC")})
-    for port in http_ports:
-        rc_name = str(port)
-        ctx = TranslateContext(store.profile, mesh, port, _port_resolver(services, port), _hashing(store))
-        vhosts: list[Json] = []
-        origins: dict[str, list[RouteOrigin]] = {}
-        claimed: set[str] = set()
-        port_services = [s for s in services if s.port(port) and s.port(port).protocol != "TCP"]
-        for svc in sorted(port_services, key=lambda s: s.host):
-            vh_name = f"{svc.host}:{port}"
-            domains = _domains(svc, port, workload.namespace, store)
-            routes: list[Json] = []
-            route_origins: list[RouteOrigin] = []
-            # the first VirtualService (in creation order) that yields routes for this proxy owns the host
-            for vs in (v for v in mesh_vss if any(host_matches(h, svc.host) for h in vs_hosts(v))):
-                pairs = _vs_routes(vs, ctx, "mesh", port, workload)
-                if pairs:
-                    routes = [r for r, _ in pairs]
-                    route_origins = [o for _, o in pairs]
-                    claimed.update(h for h in vs_hosts(vs) if host_matches(h, svc.host))
-                    break
-            if not routes:
-                routes = [_default_route(svc, port, ctx)]
-                route_origins = []
-            vhosts.append({"name": vh_name, "domains": domains, "routes": routes,
-                           "includeRequestAttemptCount": True})
-            origins[vh_name] = route_origins
-        # VirtualService hosts that are not in the registry get their own virtual host, on the HTTP ports of the
-        # registry services the same VirtualService names, or only on port 80 if it names none (Istio's hack);
-        # a wildcard host gets one when it matches no registry service (httproute.go separateVSHostsAndServices).
-        # These virtual hosts are built before the services' ones, so a domain both claim stays with the
-        # VirtualService (httproute.go dedupeDomains): `catalog.istioinaction` written as a VS host wins over the
-        # catalog service's own alias of that name.
-        known = {s.host for s in services}
-        vs_vhosts: list[Json] = []
-        for vs in mesh_vss:
-            registry_ports = {p.port for s in services for p in s.ports if p.protocol in ("HTTP", "HTTP2", "GRPC")
-                              and any(host_matches(h, s.host) for h in vs_hosts(vs))}
-            if port not in (registry_ports or {80}):
-                continue
-            for host in vs_hosts(vs):
-                if host in known or host in claimed:
-                    continue
-                if "*" in host and any(host_matches(host, s.host) for s in services):
-                    continue  # a wildcard over registry services is applied to those services above
-                vh_name = f"{host}:{port}"
-                if any(v["name"] == vh_name for v in vhosts + vs_vhosts):
-                    continue
-                pairs = _vs_routes(vs, ctx, "mesh", port, workload)
+    ctx = TranslateContext(store.profile, mesh, port, _port_resolver(services, port), _hashing(store))
+    vhosts: list[Json] = []
+    origins: dict[str, list[RouteOrigin]] = {}
+    claimed: set[str] = set()
+    port_services = [s for s in services if s.port(port) and s.port(port).protocol in ROUTED_PROTOCOLS]
+    for svc in sorted(port_services, key=lambda s: s.host):
+        vh_name = f"{svc.host}:{port}"
+        domains = _domains(svc, port, workload.namespace, store)
+        routes: list[Json] = []
+        route_origins: list[RouteOrigin] = []
+        # the first VirtualService (in creation order) that yields routes for this proxy owns the host
+        for vs in (v for v in mesh_vss if any(host_matches(h, svc.host) for h in vs_hosts(v))):
+            pairs = _vs_routes(vs, ctx, "mesh", port, workload)
+            if pairs:
                 routes = [r for r, _ in pairs]
                 route_origins = [o for _, o in pairs]
-                if routes:
-                    vs_vhosts.append({"name": vh_name, "domains": [host], "routes": routes,
-                                      "includeRequestAttemptCount": True})
-                    origins[vh_name] = route_origins
-        taken = {d for v in vs_vhosts for d in v["domains"]}
-        for vh in vhosts:
-            vh["domains"] = [d for d in vh["domains"] if d not in taken]
-        vhosts += vs_vhosts
-        vhosts.sort(key=lambda v: v["name"])
-        vhosts.append(_catch_all_vhost(pc.outbound_policy))
-        for vh in vhosts:
-            for i, origin in enumerate(origins.get(vh["name"], [])):
-                pc.origins[(rc_name, vh["name"], i)] = origin
-        rc_fields = dict(RC_DEFAULTS)
-        if store.profile.port_domain_variants:  # ≤1.15 matched the port through `host:port` domains instead
-            del rc_fields["ignorePortInHostMatching"]
-        pc.route_configs[rc_name] = {"name": rc_name, "virtualHosts": vhosts, **rc_fields}
-        pc.listener_ports[port] = rc_name
+                claimed.update(h for h in vs_hosts(vs) if host_matches(h, svc.host))
+                break
+        if not routes:
+            routes = [_default_route(svc, port, ctx)]
+            route_origins = []
+        vhosts.append({"name": vh_name, "domains": domains, "routes": routes,
+                       "includeRequestAttemptCount": True})
+        origins[vh_name] = route_origins
+    # VirtualService hosts that are not in the registry get their own virtual host, on the HTTP ports of the
+    # registry services the same VirtualService names, or only on port 80 if it names none (Istio's hack);
+    # a wildcard host gets one when it matches no registry service (httproute.go separateVSHostsAndServices).
+    # These virtual hosts are built before the services' ones, so a domain both claim stays with the
+    # VirtualService (httproute.go dedupeDomains): `catalog.istioinaction` written as a VS host wins over the
+    # catalog service's own alias of that name.
+    known = {s.host for s in services}
+    vs_vhosts: list[Json] = []
+    for vs in mesh_vss:
+        registry_ports = {p.port for s in services for p in s.ports if p.protocol in ROUTED_PROTOCOLS
+                          and any(host_matches(h, s.host) for h in vs_hosts(vs))}
+        if port not in (registry_ports or {80}):
+            continue
+        for host in vs_hosts(vs):
+            if host in known or host in claimed:
+                continue
+            if "*" in host and any(host_matches(host, s.host) for s in services):
+                continue  # a wildcard over registry services is applied to those services above
+            vh_name = f"{host}:{port}"
+            if any(v["name"] == vh_name for v in vhosts + vs_vhosts):
+                continue
+            pairs = _vs_routes(vs, ctx, "mesh", port, workload)
+            routes = [r for r, _ in pairs]
+            route_origins = [o for _, o in pairs]
+            if routes:
+                vs_vhosts.append({"name": vh_name, "domains": [host], "routes": routes,
+                                  "includeRequestAttemptCount": True})
+                origins[vh_name] = route_origins
+    taken = {d for v in vs_vhosts for d in v["domains"]}
+    for vh in vhosts:
+        vh["domains"] = [d for d in vh["domains"] if d not in taken]
+    vhosts += vs_vhosts
+    vhosts.sort(key=lambda v: v["name"])
+    return vhosts, origins
 
 
 def _absolute_domain(host: str, profile: IstioProfile) -> bool:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from meshlib.config.store import ConfigStore, ServiceInfo, Workload
 from meshlib.xds.accesslog import istio_text_log
-from meshlib.xds.model import Json, ProxyConfig
-from meshlib.xds.naming import inbound_cluster, inbound_route_config
+from meshlib.xds.model import Json, ProxyConfig, SniffedPort
+from meshlib.xds.naming import inbound_cluster, inbound_route_config, outbound_cluster
 
 HCM = "envoy.filters.network.http_connection_manager"
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -15,6 +15,11 @@ FAULT = "envoy.filters.http.fault"
 FAULT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 CORS = "envoy.filters.http.cors"
 CORS_TYPE = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
+TCP_PROXY = "envoy.filters.network.tcp_proxy"
+TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+HTTP_INSPECTOR = {"name": "envoy.filters.listener.http_inspector", "typedConfig": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"}}
+PLAINTEXT_HTTP_ALPNS = ["http/1.0", "http/1.1", "h2c"]
 # Istio's chain without its own extensions (metadata exchange, stats): fault, CORS, router.
 HTTP_FILTERS: list[Json] = [{"name": FAULT, "typedConfig": {"@type": FAULT_TYPE}},
                             {"name": CORS, "typedConfig": {"@type": CORS_TYPE}},
@@ -58,6 +63,7 @@ def sidecar_listeners(workload: Workload, pc: ProxyConfig) -> list[Json]:
     out = [_listener(f"0.0.0.0_{port}", port, [hcm(f"outbound_0.0.0.0_{port}", rc, pc)],
                      trafficDirection="OUTBOUND", bindToPort=False)
            for port, rc in sorted(pc.listener_ports.items())]
+    out += [sniffed_listener(s, pc) for s in pc.sniffed]
     out.append(_listener("virtualOutbound", 15001, [], trafficDirection="OUTBOUND", useOriginalDst=True))
     inbound_chains = [{"filterChainMatch": {"destinationPort": p}, "name": f"0.0.0.0_{p}",
                        "filters": [hcm(f"inbound_0.0.0.0_{p}", inbound_route_config(p), pc)]}
@@ -65,6 +71,21 @@ def sidecar_listeners(workload: Workload, pc: ProxyConfig) -> list[Json]:
     inbound = _listener("virtualInbound", 15006, [], trafficDirection="INBOUND", useOriginalDst=True)
     inbound["filterChains"] = inbound_chains
     out.append(inbound)
+    return out
+
+
+def sniffed_listener(port: SniffedPort, pc: ProxyConfig) -> Json:
+    """A sniffed Service port's listener on its VIP (listener.go, ListenerProtocolAuto): the HTTP inspector picks
+    the HTTP chain (route config `<fqdn>:<port>`) for plaintext HTTP; anything else is proxied as TCP."""
+    cluster = outbound_cluster(port.port, "", port.host)
+    http = {"filterChainMatch": {"transportProtocol": "raw_buffer", "applicationProtocols": PLAINTEXT_HTTP_ALPNS},
+            "filters": [hcm(f"outbound_{port.listener}", port.route_config, pc)]}
+    tcp = {"filters": [{"name": TCP_PROXY, "typedConfig": {"@type": TCP_PROXY_TYPE, "statPrefix": cluster,
+                                                            "cluster": cluster}}]}
+    out = _listener(port.listener, port.port, [], trafficDirection="OUTBOUND", bindToPort=False,
+                    listenerFilters=[HTTP_INSPECTOR], listenerFiltersTimeout="0s", defaultFilterChain=tcp)
+    out["address"]["socketAddress"]["address"] = port.address
+    out["filterChains"] = [http]
     return out
 
 

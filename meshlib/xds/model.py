@@ -30,6 +30,22 @@ class RouteOrigin:
     match_index: int | None
 
 
+@dataclass(frozen=True)
+class SniffedPort:
+    """A Service port Istio sniffs (no protocol it knows from the name or appProtocol): its own outbound listener
+    on the service VIP, `<vip>_<port>`, whose HTTP chain uses route config `<fqdn>:<port>`."""
+
+    address: str  # the service VIP the listener binds
+    port: int
+    host: str  # the service's FQDN
+    route_config: str
+    names: tuple[str, ...]  # what a caller may write as the authority's host: FQDN, short aliases, VIP
+
+    @property
+    def listener(self) -> str:
+        return f"{self.address}_{self.port}"
+
+
 @dataclass
 class ProxyConfig:
     """Listeners, route configurations, clusters and endpoints of one proxy, in istioctl's camelCase."""
@@ -45,12 +61,21 @@ class ProxyConfig:
     origins: dict[tuple[str, str, int], RouteOrigin] = field(default_factory=dict)
     outbound_policy: str = "ALLOW_ANY"
     listener_ports: dict[int, str] = field(default_factory=dict)  # port -> route config name
+    sniffed: list[SniffedPort] = field(default_factory=list)  # VIP listeners of sniffed Service ports
     access_log: bool = False  # Istio's TEXT access log on every HTTP connection manager
     # clusters whose endpoints are prioritized by locality (outlier detection on, localityLbSetting not disabled):
     # cluster -> the DestinationRule's localityLbSetting ({} for Istio's defaults)
     locality_lb: dict[str, Json] = field(default_factory=dict)
     profile_minor: int = 17  # the Istio minor release whose istiod shape this is
     not_applied: list[str] = field(default_factory=list)  # EnvoyFilter patches meshlib could not apply, and why
+
+    def route_config_for(self, port: int, host: str = "") -> str | None:
+        """The route config a request to `host`:`port` uses: a sniffed service's own, else the port's."""
+        name = host.lower().rstrip(".")
+        for s in self.sniffed:
+            if s.port == port and name in s.names:
+                return s.route_config
+        return self.listener_ports.get(port)
 
     def origin(self, route_config: str, virtual_host: str, index: int) -> RouteOrigin | None:
         return self.origins.get((route_config, virtual_host, index))

@@ -36,10 +36,13 @@ def _rename_route_clusters(route_config: Json, prefix: str) -> Json:
 def _static_listener(listener: Json, routes: dict[str, Json], prefix: str) -> Json:
     out = copy.deepcopy(listener)
     out["name"] = prefix + out["name"]
-    for chain in out.get("filterChains") or []:
+    chains = [*(out.get("filterChains") or []), *([out["defaultFilterChain"]] if "defaultFilterChain" in out else [])]
+    for chain in chains:
         for f in chain.get("filters") or []:
             config = f.get("typedConfig") or {}
-            if "rds" in config:
+            if config.get("@type", "").endswith(".TcpProxy") and "cluster" in config:
+                config["cluster"] = prefix + config["cluster"]
+            elif "rds" in config:
                 name = config.pop("rds")["routeConfigName"]
                 config["routeConfig"] = _rename_route_clusters(routes.get(name) or {"name": name}, prefix)
             elif "routeConfig" in config:
