@@ -11,9 +11,12 @@ One tick, in Flagger's order:
    ready, then scale the target to 0, create the apex Service, DestinationRules and VirtualService ⇒ Initialized;
 2. advance only in Progressing/Waiting/WaitingPromotion/Promoting/Finalising, or when the target's pod-template hash
    differs from both `lastAppliedSpec` and `lastPromotedSpec` (so rolling back to the promoted spec never triggers);
-3. primary not ready ⇒ wait (rollback once past `progressDeadlineSeconds`);
-4. a new revision ⇒ confirm-rollout gates (Waiting) ⇒ "New revision detected! Scaling up" ⇒ Progressing, this tick
-   ends; a change during the analysis ⇒ routes back to 100/0 and the analysis restarts;
+3. primary not ready ⇒ wait; once past `progressDeadlineSeconds` roll back, except in Promoting/Finalising: then the
+   primary already runs the new spec, so all traffic goes to the canary (left running) and the phase is Failed
+   with canaryWeight 100 (handleFailedPromotion);
+4. a new revision ⇒ confirm-rollout gates, called with the current phase, before the phase changes (closed:
+   Waiting; open: "Confirm-rollout check <name> passed") ⇒ "New revision detected! Scaling up" ⇒ Progressing,
+   this tick ends; a change during the analysis ⇒ routes back to 100/0 and the analysis restarts;
 5. canary not ready ⇒ wait (rollback past the deadline); `skipAnalysis` ⇒ promote at once ⇒ Succeeded;
 6. Promoting ⇒ all traffic to primary (or `stepWeightPromotion` steps) ⇒ Finalising ⇒ target scaled to 0 ⇒ Succeeded;
 7. `failedChecks >= threshold` ⇒ rollback (checked before this tick's analysis);
@@ -439,13 +442,8 @@ class CanaryController:
 
         if not self._should_advance():
             return
-        if not c.skip_analysis:
-            ready, retriable = self._ready(c.primary_name, observed)
-            if not ready:
-                self._warn(self._not_ready_message(c.primary_name, retriable))
-                if not retriable:
-                    self._rollback(observed)
-                return
+        if not c.skip_analysis and not self._primary_ready(observed):
+            return
         routes = self.routes
         if not self._check_canary_status(observed, target):
             return
@@ -507,10 +505,26 @@ class CanaryController:
         elif c.next_step_weight(routes.canary) > 0:
             if not routes.mirrored and self.status.phase not in (Phase.PROMOTING, Phase.WAITING_PROMOTION,
                                                                  Phase.FINALISING):
-                if not self._confirm("confirm-traffic-increase", observed,
-                                     "Halt {ref} advancement waiting for traffic increase approval {hook}"):
+                if not self._confirm_traffic_increase(observed):
                     return
             self._run_canary(observed, target, routes)
+
+    def _primary_ready(self, observed: Observation) -> bool:
+        """Flagger's primary check: wait while it rolls out; past the deadline roll back, except while promoting,
+        when the primary already runs the new spec and the canary is the only healthy copy of it."""
+        c = self.canary
+        ready, retriable = self._ready(c.primary_name, observed)
+        if ready:
+            return True
+        message = self._not_ready_message(c.primary_name, retriable)
+        self._warn(message)
+        if retriable:
+            return False
+        if self.status.phase in (Phase.PROMOTING, Phase.FINALISING):
+            self._fail_promotion(observed, message)
+        else:
+            self._rollback(observed)
+        return False
 
     def _should_advance(self) -> bool:
         if self.status.phase in _ADVANCING:
@@ -524,27 +538,37 @@ class CanaryController:
         return changed
 
     def _check_canary_status(self, observed: Observation, target: Mapping[str, Any]) -> bool:
-        """Continue an analysis, or start one for a new revision (which ends this tick)."""
+        """Continue an analysis, or start one for a new revision (which ends this tick). The confirm-rollout gate
+        comes first: until it passes the phase only changes to Waiting, and the gate leaves lastAppliedSpec alone."""
         if self.status.phase in (Phase.PROGRESSING, Phase.WAITING_PROMOTION, Phase.PROMOTING, Phase.FINALISING):
             return True
-        self._sync(Phase.PROGRESSING)
-        for hook in self._hooks("confirm-rollout"):
-            if not self._call_hook(observed, hook, Phase.PROGRESSING):
-                if self.status.phase != Phase.WAITING:
-                    self._set_phase(Phase.WAITING)
-                    self._warn(f"Halt {self.canary.ref} advancement waiting for approval {hook.get('name')}")
-                return False
+        if not self._confirm_rollout(observed):
+            return False
         self._info(f"New revision detected! Scaling up {self.canary.target_ref}")
         self._scale_to = gen.scale_up_replicas(target)
         self._unready_since[self.canary.target_name] = self._now  # scaled up from 0: unavailable until ready
         self._sync(Phase.PROGRESSING)
         return False
 
-    def _confirm(self, kind: str, observed: Observation, halt: str) -> bool:
-        for hook in self._hooks(kind):
-            if not self._call_hook(observed, hook, Phase.PROGRESSING):
-                self._warn(halt.format(ref=self.canary.ref, hook=hook.get("name")))
+    def _confirm_rollout(self, observed: Observation) -> bool:
+        """The confirm-rollout webhooks, called with the phase the Canary is in (Initialized, Succeeded, Failed or
+        Waiting); a closed gate sets Waiting once."""
+        for hook in self._hooks("confirm-rollout"):
+            if not self._call_hook(observed, hook, self.status.phase):
+                if self.status.phase != Phase.WAITING:
+                    self._set_phase(Phase.WAITING)
+                    self._warn(f"Halt {self.canary.ref} advancement waiting for approval {hook.get('name')}")
                 return False
+            self._info(f"Confirm-rollout check {hook.get('name')} passed")
+        return True
+
+    def _confirm_traffic_increase(self, observed: Observation) -> bool:
+        for hook in self._hooks("confirm-traffic-increase"):
+            if not self._call_hook(observed, hook, Phase.PROGRESSING):
+                self._warn(f"Halt {self.canary.ref} advancement waiting for traffic increase approval "
+                           f"{hook.get('name')}")
+                return False
+            self._info(f"Confirm-traffic-increase check {hook.get('name')} passed")
         return True
 
     def _confirm_promotion(self, observed: Observation) -> bool:
@@ -600,6 +624,17 @@ class CanaryController:
         self._warn(f"Canary failed! Scaling down {c.ref}")
         self._scale_to = 0
         self._sync(Phase.FAILED)
+        self._post_rollout(observed, Phase.FAILED)
+
+    def _fail_promotion(self, observed: Observation, reason: str) -> None:
+        """The primary got stuck while promoting: all traffic to the canary (left running), phase Failed with the
+        canary weight that matches the routes."""
+        c = self.canary
+        self._warn(f"Promotion of {c.target_ref} failed, primary not ready: {reason}")
+        if not self._routing:
+            return  # no VirtualService to route with: Flagger's SetRoutes fails and the tick ends
+        self._routes = Routes(0, TOTAL_WEIGHT)
+        self._sync(Phase.FAILED, TOTAL_WEIGHT)
         self._post_rollout(observed, Phase.FAILED)
 
     def _promotion_traffic_shift(self, routes: Routes) -> None:

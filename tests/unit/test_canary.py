@@ -141,6 +141,18 @@ def logs(results: list[TickResult]) -> list[str]:
     return [line for r in results for line in r.log]
 
 
+class Gate:
+    """A webhook runner whose gates open and close; records (hook name, phase) of every call."""
+
+    def __init__(self, open_: bool = False) -> None:
+        self.open = open_
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, hook: Mapping[str, Any], phase: str) -> bool:
+        self.calls.append((hook["name"], phase))
+        return self.open or not hook["type"].startswith("confirm-")
+
+
 # --- the walkthrough ---------------------------------------------------------------------------------------------
 def test_walkthrough_release_promotes_with_weights_10_to_50() -> None:
     h = Harness()
@@ -249,8 +261,8 @@ def test_next_tick_follows_the_analysis_interval() -> None:
 
 
 def test_a_changed_interval_restarts_the_job_at_once_and_the_same_interval_keeps_the_cadence() -> None:
-    """scheduler.go scheduleCanaries: a job whose interval differs is stopped and a new one started; job.go's Start
-    runs the analysis at once, then on the new ticker (Flagger v1.44.0)."""
+    """fluxcd/flagger v1.44.0 pkg/controller/scheduler.go scheduleCanaries: a job whose interval differs is stopped
+    and a new one started; pkg/controller/job.go CanaryJob.Start runs the analysis at once, then on the new ticker."""
     ctl = CanaryController(release(), now=0.0)
     ctl.tick(0.0, Observation(deployment(V1)), Metrics())
     assert ctl.next_tick_at == 45.0
@@ -348,6 +360,48 @@ def test_progress_deadline_rolls_back_a_canary_that_never_becomes_ready() -> Non
         'catalog.istioinaction not ready: deployment "catalog" exceeded its progress deadline',
         "Canary failed! Scaling down catalog-release.istioinaction"]
     assert h.metrics.calls == []
+
+
+STUCK = 'catalog-primary.istioinaction not ready: deployment "catalog-primary" exceeded its progress deadline'
+ROLLED_BACK = "Canary failed! Scaling down catalog-release.istioinaction"
+PROMOTION_FAILED = f"Promotion of catalog.istioinaction failed, primary not ready: {STUCK}"
+
+
+# fluxcd/flagger v1.44.0 pkg/controller/scheduler.go advanceCanary (IsPrimaryReady) and handleFailedPromotion; the
+# deadline is pkg/canary/deployment_ready.go isDeploymentReady. A primary that is not ready delays the run; once past
+# progressDeadlineSeconds, Flagger rolls back to it, except in Promoting/Finalising, where the primary already runs
+# the new spec: then it routes all traffic to the canary (0/100), leaves the canary running, syncs the status Failed
+# with canaryWeight 100 and runs the post-rollout hooks with phase Failed.
+@pytest.mark.parametrize(("analysis", "ticks", "stuck_in", "routes", "outcome", "weight", "to", "canary_kept"), [
+    pytest.param({}, 2, "Progressing", Routes(80, 20), ROLLED_BACK, 0, Routes(100, 0), False, id="progressing"),
+    pytest.param({}, 6, "Promoting", Routes(50, 50), PROMOTION_FAILED, 100, Routes(0, 100), True, id="promoting"),
+    pytest.param({}, 7, "Finalising", Routes(100, 0), PROMOTION_FAILED, 100, Routes(0, 100), True,
+                 id="finalising"),
+    pytest.param({"stepWeightPromotion": 20}, 7, "Promoting", Routes(70, 30), PROMOTION_FAILED, 100, Routes(0, 100),
+                 True, id="promoting-in-steps"),
+])
+def test_a_primary_stuck_past_the_deadline(analysis: dict[str, Any], ticks: int, stuck_in: str, routes: Routes,
+                                           outcome: str, weight: int, to: Routes, canary_kept: bool) -> None:
+    gate = Gate()
+    hooks = [{"name": "notify", "type": "post-rollout", "url": "http://loadtester/notify"}]
+    h = Harness(release({**analysis, "webhooks": hooks}), webhooks=gate)
+    h.start()
+    h.ticks(ticks)
+    assert (str(h.results[-1].phase), h.results[-1].routes) == (stuck_in, routes)
+    h.ready["catalog-primary"] = False  # its pods stop being available; progressDeadlineSeconds is 60
+    waiting, still, failed = h.ticks(3)  # unready for 0 s, 45 s, 90 s
+    assert [(str(r.phase), r.routes, r.log) for r in (waiting, still)] == [
+        (stuck_in, routes, ["catalog-primary.istioinaction not ready: waiting for rollout to finish"])] * 2
+    assert failed.log == [STUCK, outcome, "Post-rollout check notify passed"]
+    assert gate.calls[-1] == ("notify", "Failed")
+    assert (str(failed.phase), failed.canary_weight, failed.routes) == ("Failed", weight, to)
+    assert h.vs_weights()[0] == [("catalog-primary", to.primary), ("catalog-canary", to.canary)]
+    assert (h.target["spec"]["replicas"] > 0) is canary_kept
+    cond = failed.status.conditions[0]
+    assert (cond.status, cond.reason) == ("False", "Failed")
+    # nothing more happens to this revision: the routes and the reported weight stay
+    after = h.tick()
+    assert (str(after.phase), after.canary_weight, after.routes, after.apply) == ("Failed", weight, to, [])
 
 
 def test_a_slow_canary_within_the_deadline_only_delays_the_analysis() -> None:
@@ -541,19 +595,107 @@ def test_confirm_promotion_gate_holds_in_waiting_promotion() -> None:
     assert [str(r.phase) for r in h.ticks(3)] == ["Promoting", "Finalising", "Succeeded"]
 
 
-def test_confirm_rollout_gate_holds_in_waiting() -> None:
-    gate = {"open": False}
+def _initialized(h: Harness, gate: Gate) -> None:
+    h.tick()
+
+
+def _succeeded(h: Harness, gate: Gate) -> None:
+    gate.open = True
+    h.start()
+    h.ticks(8)
+    gate.open = False
+
+
+def _failed(h: Harness, gate: Gate) -> None:
+    gate.open, h.metrics.values[SR] = True, 0.0
+    h.start()
+    h.ticks(7)
+    gate.open, h.metrics.values[SR] = False, 100.0
+
+
+# fluxcd/flagger v1.44.0 pkg/controller/scheduler.go checkCanaryStatus and scheduler_hooks.go runConfirmRolloutHooks:
+# the confirm-rollout hooks run before anything changes for the new revision, with the phase the Canary is in; a
+# closed gate sets Waiting once (SetStatusPhase: lastAppliedSpec untouched; shouldAdvance has already synced it when
+# Failed); each open gate logs "Confirm-rollout check <name> passed", and only then "New revision detected! Scaling
+# up" and SyncStatus(Progressing) with the new spec.
+@pytest.mark.parametrize(("setup", "new", "phase_before", "spec_while_waiting"), [
+    pytest.param(_initialized, V2, "Initialized", "promoted", id="initialized"),
+    pytest.param(_succeeded, V3, "Succeeded", "promoted", id="succeeded"),
+    pytest.param(_failed, V3, "Failed", "new", id="failed"),
+])
+def test_confirm_rollout_gate_runs_before_the_phase_changes(setup: Callable[[Harness, Gate], None],
+                                                           new: Mapping[str, Any], phase_before: str,
+                                                           spec_while_waiting: str) -> None:
+    gate = Gate()
     hooks = [{"name": "approve", "type": "confirm-rollout", "url": "http://loadtester/gate/approve"}]
-    h = Harness(release({"webhooks": hooks}), webhooks=lambda hook, phase: gate["open"])
-    waiting = h.start()
-    assert str(waiting.phase) == "Waiting"
-    assert waiting.log == ["Halt catalog-release.istioinaction advancement waiting for approval approve"]
-    assert all(o["kind"] != "Deployment" for o in waiting.apply)  # not scaled up (nor down) while waiting
-    gate["open"] = True
+    h = Harness(release({"webhooks": hooks}), webhooks=gate)
+    setup(h, gate)
+    assert str(h.ctl.status.phase) == phase_before
+    promoted = h.ctl.status.last_promoted_spec
+    h.deploy(deployment(new))
+    gate.calls.clear()
+    waiting, still = h.ticks(2)
+    assert [(str(r.phase), r.log) for r in (waiting, still)] == [
+        ("Waiting", ["Halt catalog-release.istioinaction advancement waiting for approval approve"]),
+        ("Waiting", [])]  # warned once
+    assert gate.calls == [("approve", phase_before), ("approve", "Waiting")]
+    status = waiting.status.to_dict()
+    assert (status["conditions"][0]["reason"], status["conditions"][0]["message"]) == ("Waiting",
+                                                                                      "Waiting for approval.")
+    new_spec = template_hash(new["spec"]["template"])
+    assert status["lastAppliedSpec"] == (promoted if spec_while_waiting == "promoted" else new_spec)
+    assert not [o for r in (waiting, still) for o in r.apply if o["kind"] == "Deployment"]  # nothing scaled
+    gate.open = True
     scaled = h.tick()
-    assert scaled.log == ["New revision detected! Scaling up catalog.istioinaction"]
+    assert scaled.log == ["Confirm-rollout check approve passed",
+                          "New revision detected! Scaling up catalog.istioinaction"]
+    assert gate.calls[-1] == ("approve", "Waiting")
+    assert (str(scaled.phase), scaled.status.last_applied_spec) == ("Progressing", new_spec)
     assert [(o["kind"], o["metadata"]["name"], o["spec"]["replicas"]) for o in scaled.apply] == [
         ("Deployment", "catalog", 1)]
+
+
+def test_an_open_confirm_rollout_gate_logs_its_pass_and_a_closed_one_after_it_holds() -> None:
+    """fluxcd/flagger v1.44.0 pkg/controller/scheduler_hooks.go runConfirmRolloutHooks: hooks run in order, each
+    pass is logged, the first closed one stops the run (its Halt line only when the phase becomes Waiting)."""
+    gate = Gate()
+    hooks = [{"name": "first", "type": "confirm-rollout", "url": "http://x"},
+             {"name": "second", "type": "confirm-rollout", "url": "http://y"}]
+
+    def runner(hook: Mapping[str, Any], phase: str) -> bool:
+        gate(hook, phase)
+        return hook["name"] == "first" or gate.open
+
+    h = Harness(release({"webhooks": hooks}), webhooks=runner)
+    waiting = h.start()
+    assert (str(waiting.phase), waiting.log) == ("Waiting", [
+        "Confirm-rollout check first passed",
+        "Halt catalog-release.istioinaction advancement waiting for approval second"])
+    assert h.tick().log == ["Confirm-rollout check first passed"]
+    gate.open = True
+    started = h.tick()
+    assert (str(started.phase), started.log) == ("Progressing", [
+        "Confirm-rollout check first passed", "Confirm-rollout check second passed",
+        "New revision detected! Scaling up catalog.istioinaction"])
+    assert [phase for _, phase in gate.calls] == ["Initialized", "Initialized", "Waiting", "Waiting", "Waiting",
+                                                  "Waiting"]
+
+
+def test_an_open_confirm_traffic_increase_gate_logs_its_pass() -> None:
+    """fluxcd/flagger v1.44.0 pkg/controller/scheduler_hooks.go runConfirmTrafficIncreaseHooks, before each weight
+    step of advanceCanary (scheduler.go)."""
+    hooks = [{"name": "ramp", "type": "confirm-traffic-increase", "url": "http://x"}]
+    gate = Gate(open_=True)
+    h = Harness(release({"webhooks": hooks}), webhooks=gate)
+    h.start()
+    first = h.tick()
+    assert first.log == ["Starting canary analysis for catalog.istioinaction",
+                         "Confirm-traffic-increase check ramp passed",
+                         "Advance catalog-release.istioinaction canary weight 10"]
+    gate.open = False
+    held = h.tick()
+    assert (held.canary_weight, held.log) == (10, [
+        "Halt catalog-release.istioinaction advancement waiting for traffic increase approval ramp"])
 
 
 def test_rollout_and_pre_rollout_webhooks_count_as_checks() -> None:
