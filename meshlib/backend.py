@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from meshlib.config.store import ConfigStore
 from meshlib.local.envoy.records import Served
 from meshlib.local.mesh import LocalMesh
-from meshlib.local.process import ImageCommand
+from meshlib.local.meshconfig import MeshConfig
 from meshlib.traffic import Target
 from meshlib.xds import ProxyConfig
 
@@ -38,6 +38,9 @@ class Backend(Protocol):
     def gateway(self, host: str, path: str) -> Target: ...
     def from_workload(self, workload: str, namespace: str, url: str) -> Target: ...
     def served(self, request_id: str) -> list[Served]: ...
+    def echoed_hosts(self) -> dict[str, int]:
+        """Requests to external hosts that no stand-in of their own answered, by host, so far (a cluster: none)."""
+        ...
     def settle(self) -> None:
         """Wait (bounded) until what the proxies recorded of the requests sent so far can be read."""
         ...
@@ -62,10 +65,10 @@ class LocalBackend:
 
     def __init__(self, namespace: str, istio_version: str | None = None, port: int = 0,
                  seed: int | None = None, time_scale: float = 1.0,
-                 images: dict[str, ImageCommand] | None = None) -> None:
-        """`images`: user images run as local commands (`meshlib.local.process.read_mesh_config`)."""
+                 config: MeshConfig | None = None) -> None:
+        """`config`: user images and external stand-ins (`meshlib.local.meshconfig.read_mesh_config`)."""
         self.mesh = LocalMesh(namespace=namespace, port=port, istio_version=istio_version, seed=seed,
-                              time_scale=time_scale, images=images).start()
+                              time_scale=time_scale, config=config).start()
 
     @property
     def store(self) -> ConfigStore:
@@ -97,6 +100,9 @@ class LocalBackend:
 
     def served(self, request_id: str) -> list[Served]:
         return self.mesh.served(request_id)
+
+    def echoed_hosts(self) -> dict[str, int]:
+        return self.mesh.echoed_hosts()
 
     def settle(self) -> None:
         self.mesh.settle_records()

@@ -17,8 +17,16 @@ def _run(world: World, target: Target, plan: Plan) -> list[Response]:
     metrics.traffic_starts(world)
     world.sent_at = datetime.now(UTC)
     world.last_target = target
+    echoed_before = world.backend.echoed_hosts()
     responses = send(target, plan)
-    return _record(world, responses, f"{len(responses)} requests {target.label}")
+    title = f"{len(responses)} requests {target.label}"
+    _record(world, responses, title)
+    for host, count in sorted(world.backend.echoed_hosts().items()):
+        if count > echoed_before.get(host, 0):
+            world.note(f"{title}: {count - echoed_before.get(host, 0)} reached the external host {host}, which "
+                       "meshlib's echo stand-in answered, not a copy of that host: declare one under "
+                       "externalHosts in the mesh config (-D mesh_config=FILE) to check what it answers")
+    return responses
 
 
 def _record(world: World, responses: list[Response], title: str) -> list[Response]:

@@ -58,7 +58,9 @@ from meshlib.local.envoy.records import Ledger, Served
 from meshlib.local.envoy.sidecar import PodProxy
 from meshlib.local.envoy.xds import REJECTED, SYNCED, ProxyStatus, Snapshot, XdsServer
 from meshlib.local.external import create_app as create_external_app
+from meshlib.local.external import echoed
 from meshlib.local.logs import LogBuffer
+from meshlib.local.meshconfig import MeshConfig
 from meshlib.local.metrics import Peer
 from meshlib.local.network import LoopbackNetwork
 from meshlib.local.process import ImageCommand, ProcessContainer
@@ -142,14 +144,15 @@ class LocalMesh:
 
     def __init__(self, paths: Iterable[str | Path] = (), namespace: str = "default",
                  port: int = DEFAULT_GATEWAY_PORT, istio_version: str | None = None, seed: int | None = None,
-                 images: dict[str, ImageCommand] | None = None, prometheus: bool | None = None,
+                 config: MeshConfig | None = None, prometheus: bool | None = None,
                  scrape_interval: float | None = None, time_scale: float = 1.0) -> None:
         """`prometheus`: None runs Prometheus when the binary is on PATH, True requires it, False never runs it.
 
         `time_scale`: real seconds per second of the canary analysis clock (0.05 runs Flagger 20 times as fast).
         `scrape_interval`: Prometheus's; by default 1 s, shorter on a scaled clock (`default_scrape_interval`)."""
         self.store = ConfigStore(profile_for(istio_version))
-        self.images = images or {}  # user images run as local commands (meshlib.yaml)
+        self.config = config or MeshConfig()  # user images and external stand-ins (meshlib.yaml)
+        self.images = self.config.images
         self.namespace = namespace
         self.requested_port = port
         self.rng = random.Random(seed)
@@ -264,7 +267,7 @@ class LocalMesh:
             self.workdir = None
 
     async def _start(self) -> None:
-        self._external = await start_app(create_external_app(), "127.0.0.1", 0)
+        self._external = await start_app(create_external_app(self.config.stand_ins), "127.0.0.1", 0)
         gw_workload = next(w for w in self.store.workloads() if w.is_gateway)
         self._configs = self._translate()
         pod = self._new_pod(gw_workload)
@@ -650,6 +653,10 @@ class LocalMesh:
     @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
+
+    def echoed_hosts(self) -> dict[str, int]:
+        """Requests meshlib's JSON echo answered so far, by external host: hosts with no stand-in of their own."""
+        return echoed(self._external.runner.app) if self._external is not None else {}
 
     def pods(self, namespace: str | None = None) -> list[Pod]:
         out = [p for ps in self._pods.values() for p in ps]

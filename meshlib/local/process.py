@@ -1,8 +1,6 @@
 """User images as local commands: a container that is a subprocess, restarted like `restartPolicy: Always`.
 
-Map an image in a mesh config (`meshlib.yaml`) and name that file: `meshlib up --mesh-config meshlib.yaml`,
-or `-D mesh_config=meshlib.yaml` for behave (or `mesh_config` under `[behave.userdata]` in behave.ini). It is
-never read unasked from the current directory, since it runs commands; the run prints each mapping.
+Map an image in the mesh config (`meshlib.yaml`, read by `meshlib.local.meshconfig`):
 
     images:
       example/orders:
@@ -17,18 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shlex
 import signal
 import socket
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from meshlib.config.loader import parse_documents
-from meshlib.errors import ConfigError, MeshlibError, Source
-from meshlib.local.apps import image_name
+from meshlib.errors import MeshlibError, Source
 from meshlib.local.children import die_with_parent
 from meshlib.local.logs import LogBuffer
 
@@ -45,27 +38,6 @@ class ImageCommand:
     def builtin(cls, image: str) -> ImageCommand:
         """A builtin image, run as its own process (`meshlib.local.apps.host`)."""
         return cls((sys.executable, "-m", "meshlib.local.apps.host", image), None)
-
-
-def load_image_map(path: str | Path) -> dict[str, ImageCommand]:
-    """`images:` of a meshlib.yaml; ConfigError with file:line for a bad entry."""
-    p = Path(path)
-    try:
-        docs = parse_documents(p.read_text(encoding="utf-8"), str(p))
-    except OSError as exc:
-        raise MeshlibError(f"cannot read mesh config {p}: {exc.strerror or exc}") from None
-    out: dict[str, ImageCommand] = {}
-    for doc in docs:
-        images = doc.data.get("images") if isinstance(doc.data, dict) else None
-        if not isinstance(images, dict):
-            raise ConfigError(doc.source, "a mesh config needs an 'images' mapping",
-                              "write images: {IMAGE: {command: [PROGRAM, ARG…]}}")
-        for image, spec in images.items():
-            cmd = spec.get("command") if isinstance(spec, dict) else None
-            if not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd):
-                raise ConfigError(doc.where(("images", image)), f"image {image!r} needs command: a list of strings")
-            out[image_name(str(image))] = ImageCommand(tuple(cmd), doc.where(("images", image)))
-    return out
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -166,25 +138,3 @@ class ProcessContainer:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
-
-
-def read_mesh_config(path: str | Path | None, announce: Callable[[str], None] | None = None,
-                     ) -> dict[str, ImageCommand]:
-    """The image map of the mesh config the run names (`meshlib up --mesh-config FILE`, behave
-    `-D mesh_config=FILE`); nothing when it names none. A `meshlib.yaml` in the current directory is never read
-    unasked: it runs commands. Each mapping is announced, one line per image, so a run shows what it will run."""
-    if path is None or not str(path).strip():
-        return {}
-    images = load_image_map(Path(path))
-    if announce is not None:
-        for line in describe_image_map(path, images):
-            announce(line)
-    return images
-
-
-def describe_image_map(path: str | Path, images: dict[str, ImageCommand]) -> list[str]:
-    """One line per mapped image: `mesh config meshlib.yaml: image example/orders runs python -m orders`."""
-    if not images:
-        return [f"mesh config {path}: maps no image"]
-    return [f"mesh config {path}: image {image} runs {shlex.join(spec.command)}"
-            for image, spec in sorted(images.items())]

@@ -18,7 +18,7 @@ from meshlib.errors import MeshlibError
 from meshlib.explain import proxy_workload_ref
 from meshlib.local.control import ControlServer, clear_state, read_state, state_path, write_state
 from meshlib.local.mesh import PROXY_CONTAINER, LocalMesh
-from meshlib.local.process import read_mesh_config
+from meshlib.local.meshconfig import read_mesh_config
 from meshlib.xds.dialect import from_config_dump, render
 
 _table = listing.table
@@ -134,14 +134,14 @@ class Handlers:
 
 def up(paths: list[str], namespace: str, port: int, istio_version: str | None, detach: bool,
        mesh_config: str | None = None, time_scale: float = 1.0) -> int:
-    images = read_mesh_config(mesh_config, announce=lambda line: print(line, flush=True))
+    config = read_mesh_config(mesh_config, announce=lambda line: print(line, flush=True))
     if detach:
         return _detach()
     _refuse_if_running()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with LocalMesh(paths, namespace=namespace, port=port, istio_version=istio_version, images=images,
+    with LocalMesh(paths, namespace=namespace, port=port, istio_version=istio_version, config=config,
                    time_scale=time_scale) as mesh:
         h = Handlers(mesh, stop)
         handlers = {"apply": h.apply, "delete": h.delete, "get": h.get, "logs": h.logs,

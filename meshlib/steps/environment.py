@@ -28,7 +28,7 @@ from meshlib.backend import Backend, LocalBackend
 from meshlib.dsl import metrics
 from meshlib.dsl.world import World
 from meshlib.errors import MeshlibError
-from meshlib.local.process import read_mesh_config
+from meshlib.local.meshconfig import read_mesh_config
 from meshlib.report.evidence import attach
 from meshlib.tags import SHARED_MESH, order, pinned_version, version_gate, with_seed
 
@@ -61,7 +61,7 @@ def _start(context: Context, version: str | None) -> Backend:
     if seed != "random" and not seed.isdigit():
         raise MeshlibError(f"-D seed={seed!r}: use a whole number, or 'random' for a fresh seed per run")
     backend = LocalBackend(ud.get("namespace", "default"), version, seed=None if seed == "random" else int(seed),
-                           time_scale=float(ud.get("time_scale", 1.0)), images=context.meshlib_images)
+                           time_scale=float(ud.get("time_scale", 1.0)), config=context.meshlib_mesh_config)
     _OPEN.append(backend)
     return backend
 
@@ -80,7 +80,7 @@ def before_all(context: Context) -> None:
     context.meshlib_manifests = Path(ud.get("manifests", "manifests")).resolve()
     context.meshlib_outside_manifests = _flag(ud, "allow_outside_manifests")
     # the same reading as `meshlib up --mesh-config`; announced past behave's output capture
-    context.meshlib_images = read_mesh_config(ud.get("mesh_config") or None, announce=_console)
+    context.meshlib_mesh_config = read_mesh_config(ud.get("mesh_config") or None, announce=_console)
     context.meshlib_order = with_seed(ud.get("scenario_order") or None)
     order([], context.meshlib_order)  # a bad value stops the run here, in one line
     if context.meshlib_order and context.meshlib_order.startswith("shuffle:"):

@@ -205,9 +205,9 @@ def test_sigint_closes_the_mesh_and_exits():
 KILL_SCRIPT = """\
 import json, os, sys, time
 from meshlib.local.mesh import LocalMesh
-from meshlib.local.process import load_image_map
+from meshlib.local.meshconfig import load_mesh_config
 
-mesh = LocalMesh([{manifests!r}], port=0, images=load_image_map({config!r})).start()
+mesh = LocalMesh([{manifests!r}], port=0, config=load_mesh_config({config!r})).start()
 pids = [c._proc.pid for p in mesh.pods() for c in p.apps if hasattr(c, "_proc")]
 envoys = [p.sidecar.envoy.pid for p in mesh.pods() if p.sidecar is not None]
 pids += envoys

@@ -17,7 +17,7 @@ import pytest
 
 from meshlib.errors import ConfigError
 from meshlib.local.mesh import LocalMesh
-from meshlib.local.process import load_image_map, read_mesh_config
+from meshlib.local.meshconfig import MeshConfig, load_mesh_config, read_mesh_config
 
 APP = textwrap.dedent("""
     import http.server, os
@@ -87,7 +87,7 @@ def curl(mesh: LocalMesh, path: str) -> int:
 
 def test_user_image_serves_through_the_mesh_and_restarts_after_a_crash(files: tuple[Path, Path]) -> None:
     manifests, config = files
-    with LocalMesh([manifests], port=0, images=load_image_map(config)) as mesh:
+    with LocalMesh([manifests], port=0, config=load_mesh_config(config)) as mesh:
         assert curl(mesh, "/first") == 200
         curl(mesh, "/crash")
         deadline = time.monotonic() + 10
@@ -117,7 +117,7 @@ def test_bad_mesh_config_names_file_and_line(tmp_path: Path) -> None:
     config = tmp_path / "meshlib.yaml"
     config.write_text("images:\n  example/orders:\n    command: python app.py\n")
     with pytest.raises(ConfigError) as err:
-        load_image_map(config)
+        load_mesh_config(config)
     assert f"{config}:2" in str(err.value) and "list of strings" in str(err.value)
 
 
@@ -146,10 +146,10 @@ def _meshlib(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
 def test_read_mesh_config_reads_only_a_named_file(files: tuple[Path, Path], monkeypatch) -> None:
     manifests, config = files
     monkeypatch.chdir(config.parent)  # a meshlib.yaml in the current directory
-    assert read_mesh_config(None) == {}
-    assert read_mesh_config("") == {}
+    assert read_mesh_config(None) == MeshConfig()
+    assert read_mesh_config("") == MeshConfig()
     seen: list[str] = []
-    images = read_mesh_config(config, announce=seen.append)
+    images = read_mesh_config(config, announce=seen.append).images
     assert list(images) == ["example/orders"]
     assert seen == [f"mesh config {config}: image example/orders runs {sys.executable} {config.parent / 'app.py'}"]
 
