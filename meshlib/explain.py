@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 from meshlib.config.store import ConfigStore
@@ -25,18 +26,27 @@ def proxy_config(store: ConfigStore, proxy: str) -> ProxyConfig:
 
 
 def listener_port(pc: ProxyConfig, request: Request) -> int:
-    """The listener a request lands on: the gateway's HTTP listener, or the sidecar's port for the Host."""
+    """The listener a request lands on: for a gateway, the listener of the Gateway server port it addresses (the
+    NodePort-like 30000/30005, or 80/443 by scheme, mapped to the server's target port); a plain-HTTP request to
+    an unknown port lands on the gateway's only HTTP listener, if it has one. For a sidecar, the Host's port."""
+    default = 443 if request.scheme == "https" else 80
     if pc.kind == "gateway":
-        if len(pc.listener_ports) == 1:
+        port = GATEWAY_NODE_PORTS.get(request.port or default, request.port or default)
+        port = pc.gateway_ports.get(port, port)
+        if port in pc.listener_ports or port in pc.tls_chains:
+            return port
+        if request.scheme != "https" and len(pc.listener_ports) == 1:
             return next(iter(pc.listener_ports))
-        port = GATEWAY_NODE_PORTS.get(request.port or 80, request.port or 80)
         return 8080 if port == 80 and 8080 in pc.listener_ports else port
-    return request.port or (443 if request.scheme == "https" else 80)
+    return request.port or default
 
 
 def decide(store: ConfigStore, proxy: str, request: Request, seed: int = 0) -> tuple[ProxyConfig, Decision]:
     pc = proxy_config(store, proxy)
-    return pc, select_route(pc, request, listener_port(pc, request), random.Random(seed))
+    port = listener_port(pc, request)
+    if pc.kind == "gateway" and port in pc.tls_chains and request.scheme == "http":
+        request = replace(request, scheme="https")  # addressed to a TLS port: the client speaks TLS there
+    return pc, select_route(pc, request, port, random.Random(seed))
 
 
 def describe_cluster(store: ConfigStore, pc: ProxyConfig, cluster: str) -> str:
@@ -78,6 +88,9 @@ def explain_text(store: ConfigStore, proxy: str, request: Request) -> str:
             lines.append(f"weight       {100 * w / total:5.1f}%  {describe_cluster(store, pc, name)}")
     elif d.cluster and d.route is not None and "route" in d.route:
         lines.append(f"destination  {describe_cluster(store, pc, d.cluster)}")
+    elif d.cluster and d.route is None and d.route_config is None and pc.kind == "gateway":
+        lines.append(f"destination  {describe_cluster(store, pc, d.cluster)}  (TLS passthrough by SNI: the "
+                     "encrypted stream as it came)")
     for m in d.mirrors:
         suffix = "Host gets -shadow" if m.shadow_suffix else "Host unchanged"
         lines.append(f"mirror       {m.percent:g}% of requests copied to {m.cluster} ({suffix}; response dropped)")
@@ -102,7 +115,9 @@ def outcome_text(d: Decision) -> str:
         "no_healthy_upstream": f"cluster {d.cluster} has no healthy endpoints",
         "direct_response": "answered by the proxy itself",
         "fault_filter_abort": "fault injection abort",
-        "filter_chain_not_found": "no listener for this port",
+        "filter_chain_not_found": "no listener or filter chain for this port (and SNI)",
+        "no_certificate": "the gateway has no key pair for this server (its Secret is missing): the TLS "
+                          "handshake fails",
     }
     status = "connection closed" if d.status == 0 else str(d.status)
     return f"{status} {d.flags} {d.details}: {reasons.get(d.details, '')}".rstrip(": ")

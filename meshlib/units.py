@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -43,3 +44,47 @@ def format_duration(seconds: float) -> str:
     if seconds == int(seconds):
         return f"{int(seconds)}s"
     return f"{seconds:.3f}s"
+
+
+_GO_UNIT_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9,
+               "h": 3600 * 10**9}
+_GO_PART = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)")
+_GO_MAX_NS = 2**63 - 1
+
+
+def go_duration_ns(text: str) -> int:
+    """Nanoseconds in a duration as Go's `time.ParseDuration` reads it (`50ms`, `1m30s`, `-1.5h`, `0`); ValueError
+    otherwise. istiod reads the Duration fields of an EnvoyFilter's patch value this way (golang/protobuf's jsonpb,
+    unmarshalMessage case "Duration"), so `base_interval: 50ms` is 0.05 s there, though proto3 JSON wants `0.050s`."""
+    s, negative = text, False
+    if s[:1] in ("-", "+"):
+        negative, s = s[0] == "-", s[1:]
+    if s == "0":
+        return 0
+    if not s:
+        raise ValueError(f"{text!r} is not a duration")
+    total, pos = Fraction(0), 0
+    while pos < len(s):
+        m = _GO_PART.match(s, pos)
+        whole, fraction, unit = m.group(1), m.group(2) or "", m.group(3)
+        if not whole and not fraction:
+            raise ValueError(f"{text!r} is not a duration")
+        if unit not in _GO_UNIT_NS:
+            raise ValueError(f"{text!r} is not a duration: {'missing unit' if not unit else f'unknown unit {unit!r}'}")
+        total += (int(whole or 0) + Fraction(int(fraction or 0), 10 ** len(fraction))) * _GO_UNIT_NS[unit]
+        pos = m.end()
+    ns = int(total)
+    if ns > _GO_MAX_NS + negative:
+        raise ValueError(f"{text!r} is not a duration: out of range")
+    return -ns if negative else ns
+
+
+def proto_duration(ns: int) -> str:
+    """Nanoseconds in proto3 JSON form, as protobuf prints a Duration: `0.050s`, `90s`, `-1.000000001s`."""
+    seconds, nanos = divmod(abs(ns), 10**9)
+    sign = "-" if ns < 0 else ""
+    if nanos == 0:
+        return f"{sign}{seconds}s"
+    digits = f"{nanos:09d}"
+    fraction = digits[:3] if nanos % 10**6 == 0 else digits[:6] if nanos % 10**3 == 0 else digits
+    return f"{sign}{seconds}.{fraction}s"

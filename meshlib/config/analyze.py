@@ -36,11 +36,13 @@ CODES = {
     "IST0130": "VirtualServiceUnreachableRule",
     "IST0131": "VirtualServiceIneffectiveMatch",
     "IST0132": "VirtualServiceHostNotFoundInGateway",
+    "IST0161": "InvalidGatewayCredential",
     "KIA0203": "SubsetSelectsNoPods",
     "MSH0001": "RelativeWeights",
     "MSH0002": "ZeroWeightSingleDestination",
     "MSH0003": "NotModelled",
     "MSH0004": "EnvoyFilterPatchNotApplied",
+    "MSH0005": "GatewayServerNotModelled",
 }
 NOT_MODELLED_SHOWN = 10  # names listed in the one "not modelled" finding; the rest are counted
 
@@ -57,6 +59,8 @@ def analyze(store: ConfigStore) -> list[Finding]:
         out += _unreachable(vs)
         out += _weights(store, vs)
     out += _conflicting_mesh_hosts(store)
+    for gw in store.of_kind("Gateway"):
+        out += _gateway_servers(store, gw)
     for dr in store.of_kind("DestinationRule"):
         out += _destination_rule(store, dr)
     out += _not_modelled(store)
@@ -121,6 +125,43 @@ def _gateways(store: ConfigStore, vs: Resource) -> list[Finding]:
                 out.append(_finding(WARNING, "IST0132", vs, ("hosts", k),
                                     f'one or more host [{h}] defined in VirtualService {vs.namespace}/{vs.name} '
                                     f'not found in Gateway {ref}.'))
+    return out
+
+
+def _gateway_servers(store: ConfigStore, gw: Resource) -> list[Finding]:
+    """Servers the embedded mesh does not translate (MSH0005), and the Secrets a server's `credentialName` names:
+    missing (IST0101) or without a usable key pair (IST0161), looked up in the namespace of the gateway workload
+    the Gateway selects, as istiod's SDS and Istio's gateway SecretAnalyzer do."""
+    from meshlib.xds.build import labels_match, server_kind
+
+    out = []
+    selector = gw.spec.get("selector") or {}
+    workloads = [w for w in store.workloads() if w.is_gateway and labels_match(selector, w.labels)] or \
+        [w for w in store.workloads() if labels_match(selector, w.labels)]
+    for i, server in enumerate(gw.spec["servers"]):
+        kind, why = server_kind(server, store.profile)
+        if not kind:
+            out.append(_finding(WARNING, "MSH0005", gw, ("servers", i),
+                                f"servers[{i}] (port {server['port']['number']}) is not translated on the embedded "
+                                f"mesh: {why}"))
+        tls = server.get("tls") or {}
+        names = [("credentialName", n) for n in [tls.get("credentialName")] if n]
+        names += [(("credentialNames", j), n) for j, n in enumerate(tls.get("credentialNames") or [])]
+        if not workloads or not names:
+            continue
+        ns = workloads[0].namespace
+        for field, name in names:
+            path = ("servers", i, "tls", *(field if isinstance(field, tuple) else (field,)))
+            credential, problem = store.credential(ns, name)
+            if store.get("Secret", ns, name.removeprefix("kubernetes://")) is None:
+                out.append(_finding(ERROR, "IST0101", gw, path,
+                                    f'Referenced credentialName not found: "{name}" — no Secret {ns}/{name} (the '
+                                    "gateway's namespace): istiod serves no key pair, so this server presents no "
+                                    "certificate and its TLS handshakes fail"))
+            elif credential is None:
+                out.append(_finding(ERROR, "IST0161", gw, path,
+                                    f"The credential referenced by the Gateway {gw.name} in namespace {ns} is "
+                                    f"invalid, which can cause the traffic not to work as expected: {problem}"))
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -180,10 +182,34 @@ HTTPRoute = Obj({
 
 OPEN = Obj({}, open=True)
 
+RouteDestination = Obj({"destination": Destination, "weight": IntRange(0, INT32, "a weight (0 or more)")},
+                       required=("destination",))
+TLSMatch = Obj({"sniHosts": ListOf(Str), "destinationSubnets": ListOf(Str), "port": Port, "sourceLabels": Labels,
+                "gateways": ListOf(Str), "sourceNamespace": Str}, required=("sniHosts",))
+TLSRoute = Obj({"match": ListOf(TLSMatch), "route": ListOf(RouteDestination)}, required=("match", "route"))
+
+
+def _virtual_service_extra(vs: dict, doc: Document, path: Path_) -> None:
+    """validateTLSRoute (pkg/config/validation): every SNI host of a tls route is one of the VirtualService's
+    hosts (or covered by a wildcard host)."""
+    hosts = [h.lower() for h in vs.get("hosts") or []]
+    for i, rule in enumerate(vs.get("tls") or []):
+        for j, match in enumerate(rule.get("match") or []):
+            for k, sni in enumerate(match.get("sniHosts") or []):
+                if not any(_host_covers(h, sni.lower()) or _host_covers(sni.lower(), h) for h in hosts):
+                    raise fail(doc, (*path, "tls", i, "match", j, "sniHosts", k),
+                               f"SNI host {sni!r} is not matched by any host of the VirtualService",
+                               "list it (or a wildcard covering it) under hosts")
+
+
+def _host_covers(pattern: str, host: str) -> bool:
+    return pattern == "*" or pattern == host or (pattern.startswith("*.") and host.endswith(pattern[1:]))
+
+
 VirtualService = Obj({
     "hosts": ListOf(Str), "gateways": ListOf(Str), "http": ListOf(HTTPRoute),
-    "tcp": ListOf(OPEN), "tls": ListOf(OPEN), "exportTo": ListOf(Str),
-})
+    "tcp": ListOf(OPEN), "tls": ListOf(TLSRoute), "exportTo": ListOf(Str),
+}, extra=_virtual_service_extra)
 RingSize = IntRange(0, 8_388_608, "a ring size", "Envoy's largest ring")
 ConsistentHash = Obj({
     "httpHeaderName": Str, "httpCookie": Obj({"name": Str, "path": Str, "ttl": Duration}, required=("name",)),
@@ -220,12 +246,61 @@ DestinationRule = Obj({
     "subsets": ListOf(Obj({"name": Str, "labels": Labels, "trafficPolicy": TrafficPolicy}, required=("name",))),
     "workloadSelector": Obj({"matchLabels": Labels}),
 }, required=("host",))
+TLS_VERSION = Enum("TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3")
+TLS_MODES = ("PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL")
+ServerTLS = Obj({
+    "httpsRedirect": Bool, "mode": Enum(*TLS_MODES), "serverCertificate": Str, "privateKey": Str,
+    "caCertificates": Str, "caCrl": Str, "credentialName": Str, "credentialNames": ListOf(Str),
+    "caCertCredentialName": Str, "tlsCertificates": ListOf(OPEN), "subjectAltNames": ListOf(Str),
+    "verifyCertificateSpki": ListOf(Str), "verifyCertificateHash": ListOf(Str),
+    "minProtocolVersion": TLS_VERSION, "maxProtocolVersion": TLS_VERSION, "cipherSuites": ListOf(Str),
+})
+# protocol.Parse (pkg/config/protocol): anything else is "Unsupported", which Gateway validation rejects
+SERVER_PROTOCOLS = ("HTTP", "HTTPS", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY", "TCP", "TLS", "UDP", "MONGO", "REDIS",
+                    "MYSQL")
+
+
+def _server_extra(server: dict, doc: Document, path: Path_) -> None:
+    """Istio's validateServer / validateTLSOptions (pkg/config/validation): the TLS settings a port's protocol
+    needs or forbids. The mode defaults to PASSTHROUGH (the API's zero value)."""
+    port = server.get("port") or {}
+    protocol = str(port.get("protocol") or "HTTP").upper()
+    if protocol not in SERVER_PROTOCOLS:
+        raise fail(doc, (*path, "port", "protocol"), f"unsupported protocol {short(port.get('protocol'))}",
+                   f"use one of {', '.join(SERVER_PROTOCOLS)}")
+    tls = server.get("tls")
+    mode = (tls or {}).get("mode") or "PASSTHROUGH"
+    if protocol in ("HTTPS", "TLS"):
+        if not tls:
+            raise fail(doc, path, f"a {protocol} server needs tls settings",
+                       "add tls: {mode: SIMPLE, credentialName: <Secret name>} (or mode: PASSTHROUGH)")
+        if not port.get("name"):
+            raise fail(doc, (*path, "port"), f"a {protocol} server's port needs a name",
+                       "istiod names its route configuration https.<number>.<port name>.<gateway>.<namespace>")
+    elif tls:
+        file_certs = any(tls.get(k) for k in ("serverCertificate", "privateKey", "caCertificates"))
+        if protocol not in ("HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY") or \
+                mode not in ("PASSTHROUGH", "AUTO_PASSTHROUGH") or file_certs:
+            raise fail(doc, (*path, "tls"), f"a {protocol} server cannot have TLS settings "
+                       "(a plain-text HTTP server takes only tls.httpsRedirect)",
+                       "use protocol HTTPS for a server that terminates TLS")
+    if tls and mode in ("SIMPLE", "MUTUAL") and not (tls.get("credentialName") or tls.get("credentialNames")):
+        for key in ("serverCertificate", "privateKey") + (("caCertificates",) if mode == "MUTUAL" else ()):
+            if not tls.get(key):
+                raise fail(doc, (*path, "tls"), f"{mode} TLS needs credentialName (or {key})",
+                           "name a kubernetes.io/tls Secret in the gateway's namespace: credentialName: <name>")
+    if tls and mode == "ISTIO_MUTUAL":
+        for key in ("serverCertificate", "privateKey", "caCertificates", "credentialName"):
+            if tls.get(key):
+                raise fail(doc, (*path, "tls", key), f"ISTIO_MUTUAL TLS cannot have {key}")
+
+
 Gateway = Obj({
     "selector": Labels,
     "servers": ListOf(Obj({
         "port": Obj({"number": Port, "name": Str, "protocol": Str, "targetPort": Port}, required=("number",)),
-        "hosts": ListOf(Str), "tls": OPEN, "bind": Str, "defaultEndpoint": Str, "name": Str,
-    }, required=("port", "hosts"))),
+        "hosts": ListOf(Str), "tls": ServerTLS, "bind": Str, "defaultEndpoint": Str, "name": Str,
+    }, required=("port", "hosts"), extra=_server_extra)),
 }, required=("servers",))
 ServiceEntry = Obj({
     "hosts": ListOf(Str), "addresses": ListOf(Str),
@@ -319,6 +394,63 @@ Deployment = Obj({"replicas": Replicas, "selector": Obj({"matchLabels": Labels, 
                   **{k: Anything for k in ("minReadySeconds", "paused", "progressDeadlineSeconds",
                                            "revisionHistoryLimit", "strategy")}},
                  required=("template",))
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+TLS_SECRET = "kubernetes.io/tls"
+
+
+def _base64_problem(value: str) -> str | None:
+    try:
+        base64.b64decode(value.replace("\n", ""), validate=True)
+    except (binascii.Error, ValueError):
+        return "not valid base64 (data values are base64-encoded; put plain text under stringData)"
+    return None
+
+
+def pem_problem(key: str, text: bytes) -> str | None:
+    """A PEM block of the kind `key` holds, whose body is base64 (what Envoy needs to load it)."""
+    want = "CERTIFICATE" if key == "tls.crt" else "PRIVATE KEY"
+    found = re.search(rb"-----BEGIN ([A-Z ]+)-----([A-Za-z0-9+/=\s]*)-----END \1-----", text)
+    if found is None or not found.group(1).decode().endswith(want):
+        return f"no PEM {want} block in it (-----BEGIN {'' if want == 'CERTIFICATE' else '… '}{want}-----)"
+    try:
+        base64.b64decode(b"".join(found.group(2).split()), validate=True)
+    except (binascii.Error, ValueError):
+        return f"the PEM {want} block's body is not base64"
+    return None
+
+
+def secret_values(spec: dict[str, Any]) -> dict[str, bytes]:
+    """A Secret's keys and decoded values as the cluster stores them: `data` decoded, `stringData` over it."""
+    out = {k: base64.b64decode(str(v).replace("\n", "")) for k, v in (spec.get("data") or {}).items()}
+    out.update({k: str(v).encode() for k, v in (spec.get("stringData") or {}).items()})
+    return out
+
+
+def _secret_extra(secret: dict, doc: Document, path: Path_) -> None:
+    for field_name in ("data", "stringData"):
+        for key in secret.get(field_name) or {}:
+            if not SECRET_KEY.match(key):
+                raise fail(doc, (*path, field_name, key), f"key {key!r} is not a valid Secret key",
+                           "use letters, digits, '-', '_' and '.'")
+    if secret.get("type") != TLS_SECRET:
+        return
+    values = secret_values(secret)
+    for key in ("tls.crt", "tls.key"):
+        if key not in values:
+            raise fail(doc, (*path, "data") if "data" in secret else path,
+                       f"a {TLS_SECRET} Secret needs {key} (under data, base64, or stringData)",
+                       "kubectl create secret tls NAME --cert=cert.pem --key=key.pem writes both")
+        problem = pem_problem(key, values[key])
+        if problem:
+            where = "stringData" if key in (secret.get("stringData") or {}) else "data"
+            raise fail(doc, (*path, where, key), problem, "the gateway's Envoy could not load it")
+
+
+Base64 = Scalar((str,), "a base64 string", _base64_problem)
+Secret = Obj({"type": Str, "data": MapOf(Base64), "stringData": MapOf(Scalar((str,), "a string (quote numbers)")),
+              "immutable": Bool}, extra=_secret_extra)
+SECRET_FIELDS = ("type", "data", "stringData", "immutable")
+
 Metadata = Obj({"name": Str, "namespace": Str, "labels": Labels, "annotations": MapOf(Str),
                 **{k: Anything for k in ("generateName", "uid", "resourceVersion", "generation", "creationTimestamp",
                                          "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences",
@@ -332,7 +464,8 @@ class Kind:
     api_versions: tuple[str, ...]
     spec: Obj | None
     namespaced: bool = True
-    spec_field: str = "spec"
+    spec_field: str = "spec"  # "" : the spec is the top-level fields `top_fields` (a Secret's type, data …)
+    top_fields: tuple[str, ...] = ()
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
@@ -341,6 +474,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("ConfigMap", ("v1",), MapOf(Scalar((str,), "a string (quote numbers and booleans)")),
          spec_field="data"),
     Kind("Service", ("v1",), Service),
+    Kind("Secret", ("v1",), Secret, spec_field="", top_fields=SECRET_FIELDS),
     Kind("Deployment", ("apps/v1",), Deployment),
     Kind("Gateway", ISTIO_NETWORKING, Gateway),
     Kind("VirtualService", ISTIO_NETWORKING, VirtualService),
@@ -391,7 +525,8 @@ class Resource:
         """Source line of a field below `spec` (or of the nearest ancestor written in the file)."""
         if not self.modelled:
             return self.doc.where(path)
-        return self.doc.where((KINDS[self.kind].spec_field, *path))
+        spec_field = KINDS[self.kind].spec_field
+        return self.doc.where((spec_field, *path) if spec_field else path)
 
     def ref(self) -> str:
         return f"{self.kind}/{self.name}.{self.namespace}" if self.namespace else f"{self.kind}/{self.name}"
@@ -430,18 +565,24 @@ def build_resource(doc: Document, default_namespace: str) -> Resource:
     if kind.namespaced and not _DNS_LABEL.match(namespace):
         raise ConfigError(doc.where(("metadata", "namespace")), f"namespace {namespace!r} is not a valid name",
                           "use lower-case letters, digits and '-', at most 63")
-    spec = data.get(kind.spec_field)
+    if kind.spec_field:
+        spec = data.get(kind.spec_field)
+        spec_path: Path_ = (kind.spec_field,)
+    else:
+        spec = {k: data[k] for k in kind.top_fields if k in data}
+        spec_path = ()
     if spec is None:
         spec = {}
     if kind.spec is not None:
-        kind.spec.check(spec, doc, (kind.spec_field,))
+        kind.spec.check(spec, doc, spec_path)
         spec = kind.spec.normalized(spec)
     for key in data:
-        if key not in ("apiVersion", "kind", "metadata", kind.spec_field, "status"):
+        if key not in ("apiVersion", "kind", "metadata", kind.spec_field, "status", *kind.top_fields):
             if kind.name == "ConfigMap" and key == "binaryData":
                 continue
             raise ConfigError(doc.where((key,)), f"unknown top-level field {key!r} in {kind_name}",
-                              f"did you mean '{kind.spec_field}'?")
+                              f"did you mean '{kind.spec_field}'?" if kind.spec_field
+                              else f"{kind_name} has {', '.join(kind.top_fields)}")
     return Resource(kind_name, api_version, name, namespace, metadata, spec, doc)
 
 

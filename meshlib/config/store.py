@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from meshlib.config.hosts import fqdn
-from meshlib.config.kinds import MeshConfig, Resource, build_resource
+from meshlib.config.kinds import MeshConfig, Resource, build_resource, pem_problem, secret_values
 from meshlib.config.loader import Document, load_documents, parse_documents
 from meshlib.config.schema import fail
 from meshlib.errors import ConfigError, Source
@@ -64,6 +64,22 @@ class Workload:
 
     def container_ports(self) -> list[int]:
         return [p["containerPort"] for c in self.containers for p in c.get("ports") or []]
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A TLS key pair from a Secret, as istiod's SDS serves it for a gateway's `credentialName`."""
+
+    cert: str
+    key: str
+
+
+CREDENTIAL_PREFIX = "kubernetes://"
+
+
+def credential_resource(name: str) -> str:
+    """The SDS resource name of a `credentialName` (credentials.ToResourceName): `kubernetes://<name>`."""
+    return name if name.startswith(CREDENTIAL_PREFIX) else CREDENTIAL_PREFIX + name
 
 
 @dataclass(frozen=True)
@@ -210,6 +226,12 @@ class ConfigStore:
     def _check_version_rules(self, res: Resource) -> None:
         if res.kind == "ConfigMap" and (res.namespace, res.name) == (ISTIO_SYSTEM, "istio"):
             _mesh_from_configmap(res)
+        if res.kind == "Gateway" and res.modelled and self.profile.minor < 27:
+            for i, server in enumerate(res.spec["servers"]):
+                if (server.get("tls") or {}).get("credentialNames"):
+                    raise fail(res.doc, ("spec", "servers", i, "tls", "credentialNames"),
+                               f"tls.credentialNames exists from Istio 1.27 (profile {self.profile.version})",
+                               "use credentialName")
         if res.kind != "VirtualService" or not self.profile.weights_must_sum_100:
             return
         for i, rule in enumerate(res.spec.get("http") or []):
@@ -319,6 +341,26 @@ class ConfigStore:
         return [w for w in self.workloads()
                 if w.namespace == svc.namespace and _labels_match(svc.selector, w.labels)
                 and _labels_match(subset_labels or {}, w.labels)]
+
+    def credential(self, namespace: str, name: str) -> tuple[Credential | None, str]:
+        """The key pair istiod serves for `credentialName` `name` to a gateway in `namespace`, or None and why not.
+
+        pilot/pkg/credentials/kube (extractKeyAndCert): the Secret in the gateway workload's namespace, keys
+        `cert`/`key` first, then `tls.crt`/`tls.key`; pilot/pkg/xds/sds.go serves nothing when it is missing."""
+        name = name.removeprefix(CREDENTIAL_PREFIX)
+        secret = self.get("Secret", namespace, name)
+        if secret is None:
+            return None, f"no Secret {namespace}/{name}"
+        values = secret_values(secret.spec)
+        for cert_key, key_key in (("cert", "key"), ("tls.crt", "tls.key")):
+            if values.get(cert_key) and values.get(key_key):
+                problem = pem_problem("tls.crt", values[cert_key]) or pem_problem("tls.key", values[key_key])
+                if problem:
+                    return None, f"Secret {namespace}/{name}: {cert_key}/{key_key}: {problem}"
+                return Credential(values[cert_key].decode("utf-8", "replace"),
+                                  values[key_key].decode("utf-8", "replace")), ""
+        return None, (f"Secret {namespace}/{name} has no non-empty cert and key, nor tls.crt and tls.key "
+                      f"(it has {', '.join(sorted(values)) or 'no keys'})")
 
     # --- derived: mesh config ---------------------------------------------------------------------
     def mesh_settings(self) -> MeshSettings:

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Coroutine, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -164,6 +164,7 @@ class LocalMesh:
         self._by_ip: dict[str, Pod] = {}  # every pod this mesh started (a stopped pod's late records still resolve)
         self._by_name: dict[str, Pod] = {}
         self.gateway_pod: Pod | None = None
+        self._served_secrets: dict[str, dict[str, tuple[str, str]]] = {}  # gateway pod -> SDS name -> key pair
         self._gateway_port = 0
         self.envoy: EnvoyBinary | None = None
         self.xds: XdsServer | None = None
@@ -456,10 +457,21 @@ class LocalMesh:
     def _push(self, pod: Pod, index: dict[tuple[str, str], list[PodEndpoint]]) -> str:
         """Set the pod's snapshot (a whole, consistent config; unchanged content keeps its version)."""
         assert pod.sidecar is not None and self.xds is not None
-        res = bind(self._configs[(pod.namespace, pod.workload.name)], self._placement(pod), index)
+        pc = self._configs[(pod.namespace, pod.workload.name)]
+        if pc.kind == "gateway":
+            pc = self._with_served_secrets(pod, pc)
+        res = bind(pc, self._placement(pod), index)
         self.xds.set_snapshot(pod.sidecar.node_id, Snapshot(res.version, res.clusters, res.endpoints,
                                                             res.listeners, res.routes))
         return res.version
+
+    def _with_served_secrets(self, pod: Pod, pc: ProxyConfig) -> ProxyConfig:
+        """The gateway's key pairs, with those its Envoy already got and still holds: Envoy keeps the last secret SDS
+        sent it, and istiod sends nothing for a deleted Secret, so the pod serves it until it restarts
+        (istio/istio#45432)."""
+        held = self._served_secrets.setdefault(pod.name, {})
+        held.update(pc.secrets)
+        return replace(pc, secrets={**held, **pc.secrets})
 
     async def _push_all(self) -> None:
         index = self._pod_index()
@@ -653,6 +665,23 @@ class LocalMesh:
     @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
+
+    def gateway_address(self, port: int) -> tuple[str, int]:
+        """Where the ingress gateway listens for a Gateway server port (`443`, or its target port `8443`): the
+        NodePort-like 127.0.0.1:<gateway port> for the HTTP listener 8080, the gateway pod's own loopback IP and
+        the listener port for any other (an HTTPS or PASSTHROUGH server: connect there with the server's SNI)."""
+        pod = self.gateway_pod
+        if pod is None or not pod.ready:
+            raise MeshlibError("the local mesh is not running")
+        pc = self._configs.get((pod.namespace, pod.workload.name))
+        target = pc.gateway_ports.get(port, port) if pc is not None else port
+        if target == GATEWAY_LISTENER:
+            return "127.0.0.1", self._gateway_port
+        if pc is None or (target not in pc.listener_ports and target not in pc.tls_chains):
+            known = sorted(pc.gateway_ports) if pc is not None else []
+            raise MeshlibError(f"the ingress gateway has no listener for port {port}: no Gateway server (with a "
+                               f"route or credential) uses it; server ports in use: {known or 'none'}")
+        return pod.ip, target
 
     def echoed_hosts(self) -> dict[str, int]:
         """Requests meshlib's JSON echo answered so far, by external host: hosts with no stand-in of their own."""

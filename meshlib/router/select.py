@@ -12,7 +12,7 @@ from meshlib.router.decision import Decision, FaultDecision, MirrorDecision
 from meshlib.router.match import route_matches, select_virtual_host
 from meshlib.router.request import Request
 from meshlib.units import parse_duration
-from meshlib.xds.model import ProxyConfig
+from meshlib.xds.model import GatewayChain, ProxyConfig
 from meshlib.xds.naming import BLACKHOLE, PASSTHROUGH
 from meshlib.xds.route import FAULT_FILTER
 
@@ -43,18 +43,65 @@ def pick_weighted(clusters: list[Json], rng: random.Random) -> str:
     return clusters[-1]["name"]
 
 
-
-
 def select_route(pc: ProxyConfig, request: Request, port: int, rng: random.Random,
                  healthy: dict[str, int] | None = None) -> Decision:
     """Decide what `pc`'s proxy does with `request` arriving on listener `port`.
 
     `healthy` maps cluster → number of healthy endpoints; by default the translated endpoints count.
     """
+    chains = pc.tls_chains.get(port) if pc.kind == "gateway" else None
+    if chains is not None:
+        return _tls_listener(pc, request, chains, rng, healthy)
     rc_name = pc.route_config_for(port, request.host if pc.kind == "sidecar" else "")
     if rc_name is None:
         return _no_listener(pc, port)
-    d = Decision(pc.proxy_id, rc_name)
+    return _http_route(pc, Decision(pc.proxy_id, rc_name), request, rng, healthy)
+
+
+def sni_chain(chains: list[GatewayChain], server_name: str) -> GatewayChain | None:
+    """Envoy's filter chain match on server_names: the exact name, else the longest `*.suffix` wildcard, else a
+    chain that matches no name in particular."""
+    name = server_name.lower().rstrip(".")
+    candidates = [name] + ["*." + name.split(".", i)[i] for i in range(1, name.count(".") + 1)] if name else []
+    for candidate in candidates:
+        for chain in chains:
+            if candidate in chain.server_names:
+                return chain
+    return next((c for c in chains if not c.server_names), None)
+
+
+def _tls_listener(pc: ProxyConfig, request: Request, chains: list[GatewayChain], rng: random.Random,
+                  healthy: dict[str, int] | None) -> Decision:
+    """A gateway's TLS port: the filter chain for the request's SNI (its host, as clients send it); a terminating
+    chain routes the decrypted request by its route config, a PASSTHROUGH chain proxies the stream as TCP."""
+    if request.scheme != "https":  # no ClientHello, no SNI: only a chain without server names could take it
+        return _local(Decision(pc.proxy_id, None), 0, "NR", "filter_chain_not_found")
+    chain = sni_chain(chains, request.host)
+    if chain is None:
+        return _local(Decision(pc.proxy_id, None), 0, "NR", "filter_chain_not_found")
+    if chain.route_config is None:
+        d = Decision(pc.proxy_id, None)
+        if len(chain.clusters) > 1:
+            d.weighted = list(chain.clusters)
+            d.cluster = pick_weighted([{"name": c, "weight": w} for c, w in chain.clusters], rng)
+        else:
+            d.cluster = chain.clusters[0][0]
+        count = (healthy or {}).get(d.cluster) if healthy is not None else None
+        if count is None:
+            count = len(pc.endpoints.get(d.cluster, []))
+        if d.cluster not in pc.clusters or count == 0:  # TCP proxy without an upstream: the connection closes
+            return _local(d, 0, "UH" if d.cluster in pc.clusters else "NC", "no_healthy_upstream"
+                          if d.cluster in pc.clusters else "cluster_not_found")
+        return d
+    d = Decision(pc.proxy_id, chain.route_config)
+    if any(name not in pc.secrets for name in chain.credentials):
+        return _local(d, 0, "-", "no_certificate")  # nothing served the Secret: the TLS handshake fails
+    return _http_route(pc, d, request, rng, healthy)
+
+
+def _http_route(pc: ProxyConfig, d: Decision, request: Request, rng: random.Random,
+                healthy: dict[str, int] | None) -> Decision:
+    rc_name = d.route_config or ""
     rc = pc.route_configs[rc_name]
     vh = select_virtual_host(rc, request)
     if vh is None:

@@ -12,6 +12,9 @@ and only these are changed here (pure: config and addresses in, Envoy resources 
   authority to the same per-port listeners, which run as Envoy internal listeners with istiod's route configs.
 - The internet. Whatever Istio would send outside the mesh (PassthroughCluster, DNS-resolved ServiceEntry hosts)
   goes to the mesh's local stand-in instead, so nothing leaves loopback.
+- Key pairs. istiod hands a gateway its `credentialName` key pairs over SDS; here they are written into the
+  listener's TLS context, and a chain whose Secret is missing keeps its SDS reference (nothing serves it, so that
+  chain presents no certificate), with a short initial fetch timeout instead of Envoy's 15 s.
 
 Every HTTP connection manager also writes meshlib's request records (`meshlib.xds.accesslog.record_log`).
 """
@@ -290,6 +293,29 @@ def _internal(listener: Json) -> Json:
     return listener
 
 
+MISSING_SECRET_WAIT = "1s"  # how long a listener waits for a key pair nothing serves (Envoy's default: 15 s)
+
+
+def _with_key_pairs(listener: Json, pc: ProxyConfig) -> Json:
+    """Each TLS context's SDS key pairs written inline; when one of a chain's Secrets is missing its SDS references
+    stay, so Envoy waits (briefly) for them and then serves that chain without a certificate: its handshakes fail,
+    as on a cluster where istiod has nothing to send for the name."""
+    for chain in listener.get("filterChains") or []:
+        context = ((chain.get("transportSocket") or {}).get("typedConfig") or {}).get("commonTlsContext")
+        sds = (context or {}).get("tlsCertificateSdsSecretConfigs") or []
+        if not sds:
+            continue
+        pairs = [pc.secrets.get(s["name"]) for s in sds]
+        if all(pairs):
+            del context["tlsCertificateSdsSecretConfigs"]
+            context["tlsCertificates"] = [{"certificateChain": {"inlineString": cert},
+                                           "privateKey": {"inlineString": key}} for cert, key in pairs]
+        else:
+            for s in sds:
+                s["sdsConfig"]["initialFetchTimeout"] = MISSING_SECRET_WAIT
+    return listener
+
+
 def _bind_listeners(pc: ProxyConfig, place: Placement) -> tuple[list[Json], list[Json]]:
     listeners, extra_clusters = [], []
     for original in pc.listeners:
@@ -298,7 +324,7 @@ def _bind_listeners(pc: ProxyConfig, place: Placement) -> tuple[list[Json], list
         port = listener["address"]["socketAddress"]["portValue"]
         if pc.kind == "gateway":
             listener["address"] = socket_address(*place.listen.get(port, (place.pod_ip, port)))
-            listeners.append(_with_records(listener, place, "outbound"))
+            listeners.append(_with_records(_with_key_pairs(listener, pc), place, "outbound"))
         elif name == CAPTURE_LISTENER:
             listeners.append(_capture_listener(pc, place))
         elif name == "virtualInbound":

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 from meshlib.config.hosts import fqdn, host_matches, hosts_intersect, is_ip, short_aliases
 from meshlib.config.kinds import Resource
-from meshlib.config.store import ISTIO_SYSTEM, ConfigStore, ServiceInfo, Workload
+from meshlib.config.store import ISTIO_SYSTEM, ConfigStore, ServiceInfo, Workload, credential_resource
 from meshlib.profile import IstioProfile
 from meshlib.xds import envoyfilter
 from meshlib.xds.clusters import build_clusters, cluster_policy
-from meshlib.xds.listeners import gateway_listener, inbound_route_configs, sidecar_listeners
-from meshlib.xds.model import Json, ProxyConfig, RouteOrigin, SniffedPort
+from meshlib.xds.listeners import (
+    gateway_listener,
+    gateway_tls_listener,
+    https_chain,
+    inbound_route_configs,
+    passthrough_chain,
+    sidecar_listeners,
+)
+from meshlib.xds.model import GatewayChain, Json, ProxyConfig, RouteOrigin, SniffedPort
 from meshlib.xds.naming import (
     ALLOW_ANY_VHOST,
     BLOCK_ALL_VHOST,
     PASSTHROUGH,
+    gateway_https_route_config,
     gateway_route_config,
     outbound_cluster,
     parse_cluster,
@@ -75,9 +84,9 @@ def build_proxy_config(store: ConfigStore, workload: Workload) -> ProxyConfig:
     services = visible_services(store, workload)
     build_clusters(store, workload, services, pc)
     if workload.is_gateway:
-        _gateway_routes(store, workload, services, pc)
-        for port, rc in sorted(pc.listener_ports.items()):
-            pc.listeners.append(gateway_listener(port, rc, pc))
+        tls_listeners = _gateway_routes(store, workload, services, pc)
+        for port in sorted({*pc.listener_ports, *tls_listeners}):
+            pc.listeners.append(tls_listeners.get(port) or gateway_listener(port, pc.listener_ports[port], pc))
     else:
         _sidecar_routes(store, workload, services, pc)
         inbound_route_configs(store, workload, pc)
@@ -154,6 +163,70 @@ def _hashing(store: ConfigStore):
 
 
 # --- gateway ---------------------------------------------------------------------------------------
+# protocol.IsHTTP (pkg/config/protocol): the servers whose port is plain-text HTTP
+GATEWAY_HTTP = ("HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY")
+
+
+def server_protocol(server: dict[str, Any]) -> str:
+    return str(server["port"].get("protocol") or "HTTP").upper()
+
+
+def server_tls_mode(server: dict[str, Any]) -> str:
+    """The server's TLS mode; PASSTHROUGH when `tls` is set without one (the API's zero value)."""
+    return (server.get("tls") or {}).get("mode") or "PASSTHROUGH"
+
+
+def server_credentials(server: dict[str, Any], profile: IstioProfile) -> list[str]:
+    """The Secret names a terminating server's key pairs come from: `credentialNames` (Istio 1.27+, one pair per
+    key type) or `credentialName` (security/model ApplyCredentialSDSToServerCommonTLSContext)."""
+    tls = server.get("tls") or {}
+    if profile.minor >= 27 and tls.get("credentialNames"):
+        return list(tls["credentialNames"])
+    return [tls["credentialName"]] if tls.get("credentialName") else []
+
+
+def server_kind(server: dict[str, Any], profile: IstioProfile) -> tuple[str, str]:
+    """("http" | "https" | "passthrough", "") for a server meshlib translates, ("", why not) otherwise."""
+    protocol, tls = server_protocol(server), server.get("tls")
+    if protocol in GATEWAY_HTTP:
+        return "http", ""
+    mode = server_tls_mode(server)
+    if protocol in ("HTTPS", "TLS") and tls and mode == "PASSTHROUGH":
+        return "passthrough", ""
+    if protocol == "HTTPS" and mode == "SIMPLE":
+        if server_credentials(server, profile):
+            return "https", ""
+        return "", ("SIMPLE TLS with serverCertificate/privateKey files is not modelled: the embedded mesh serves "
+                    "key pairs from Secrets named by credentialName")
+    what = f"a {protocol} server" + (f" with tls mode {mode}" if tls else "")
+    return "", f"{what} is not modelled by meshlib (HTTP, HTTPS SIMPLE and PASSTHROUGH servers are)"
+
+
+def _sanitized_hosts(server: dict[str, Any], gw_namespace: str) -> list[str]:
+    """model/gateway.go sanitizeServerHostNamespace: `./h` → `<gateway ns>/h`, `*/h` → `h`, `*/*` alone → `*`."""
+    out = []
+    for entry in server["hosts"]:
+        ns, sep, host = entry.rpartition("/")
+        if not sep:
+            out.append(entry)
+        elif ns == ".":
+            out.append(f"{gw_namespace}/{host}")
+        elif ns == "*":
+            if host == "*":
+                return ["*"]
+            out.append(host)
+        else:
+            out.append(entry)
+    return out
+
+
+def _sni_hosts(hosts: list[str]) -> list[str]:
+    """model/gateway.go GetSNIHostsForServer, listener.go buildListener: the server's hosts without namespace,
+    deduplicated and sorted; `*` among them means no SNI match at all."""
+    names = sorted({h.rpartition("/")[2] for h in hosts})
+    return [] if "*" in names else names
+
+
 def _server_host(entry: str, vs_ns: str) -> tuple[str | None, str]:
     ns, _, host = entry.rpartition("/")
     if ns in ("", "*"):
@@ -170,66 +243,248 @@ def _gateway_port_target(store: ConfigStore, workload: Workload, port: int) -> i
     return port
 
 
-def _gateway_routes(store: ConfigStore, workload: Workload, services: list[ServiceInfo], pc: ProxyConfig) -> None:
-    gateways = [g for g in store.of_kind("Gateway")
-                if labels_match(g.spec.get("selector") or {}, workload.labels)]
-    mesh = store.mesh_settings()
-    vss = store.of_kind("VirtualService")
-    by_rc: dict[str, dict[str, dict[str, Any]]] = {}
-    rc_ports: dict[str, int] = {}
-    for gw in gateways:
-        gw_ref = f"{gw.namespace}/{gw.name}"
-        for server in gw.spec["servers"]:
-            if (server["port"].get("protocol") or "HTTP").upper() not in ("HTTP", "HTTP2", "GRPC"):
+@dataclass
+class _Server:
+    """One Gateway server as MergeGateways keeps it: its gateway, port number and the port Envoy listens on."""
+
+    gw: Resource
+    index: int
+    spec: dict[str, Any]
+    kind: str  # http | https | passthrough
+    number: int
+    target: int
+    hosts: list[str]  # sanitized
+
+    @property
+    def gw_ref(self) -> str:
+        return f"{self.gw.namespace}/{self.gw.name}"
+
+    @property
+    def route_config(self) -> str:
+        if self.kind == "http":
+            return gateway_route_config(self.target)
+        return gateway_https_route_config(self.number, self.spec["port"].get("name", ""), self.gw.name,
+                                          self.gw.namespace)
+
+
+def _merged_servers(store: ConfigStore, workload: Workload) -> dict[int, list[_Server]]:
+    """model/gateway.go MergeGateways: the servers of every Gateway selecting this workload, by listener port.
+    The first server on a port decides whether it is plain-text HTTP or TLS; a later server of the other kind is
+    skipped, and so is a TLS server whose hosts another TLS server on the port already has (Envoy would reject
+    two filter chains with the same match)."""
+    ports: dict[int, list[_Server]] = {}
+    tls_hosts: dict[int, set[str]] = {}
+    for gw in store.of_kind("Gateway"):
+        if not labels_match(gw.spec.get("selector") or {}, workload.labels):
+            continue
+        for i, server in enumerate(gw.spec["servers"]):
+            kind, _ = server_kind(server, store.profile)
+            if not kind:
                 continue
             number = server["port"]["number"]
             target = server["port"].get("targetPort") or _gateway_port_target(store, workload, number)
-            rc_name = gateway_route_config(target)
-            pc.listener_ports[target] = rc_name
-            vhosts = by_rc.setdefault(rc_name, {})
-            ctx = TranslateContext(store.profile, mesh, number, _port_resolver(services, number), _hashing(store))
-            rc_ports.setdefault(rc_name, number)
-            for vs in vss:
-                if gw_ref not in vs_gateways(vs):
+            hosts = _sanitized_hosts(server, gw.namespace)
+            if server.get("tls"):
+                known = tls_hosts.setdefault(target, set())
+                if known & set(hosts):
                     continue
-                for host in vs_hosts(vs):
-                    hit = None
-                    for entry in server["hosts"]:
-                        ns, shost = _server_host(entry, vs.namespace)
-                        if ns not in (None, vs.namespace) and not (ns == "." and vs.namespace == gw.namespace):
-                            continue
-                        if hosts_intersect(shost, host):
-                            hit = host if not host.startswith("*") or shost.startswith("*") else shost
-                            break
-                    if hit is None:
+                known.update(hosts)
+            entry = _Server(gw, i, server, kind, number, target, hosts)
+            present = ports.setdefault(target, [])
+            if present and (present[0].kind == "http") != (kind == "http"):
+                continue
+            if kind == "https" and any(s.route_config == entry.route_config for s in present):
+                continue  # two HTTPS servers need distinct port names: the name is part of the route config's
+            present.append(entry)
+    return ports
+
+
+def _gateway_routes(store: ConfigStore, workload: Workload, services: list[ServiceInfo],
+                    pc: ProxyConfig) -> dict[int, Json]:
+    """Route configs `http.<port>` (all plain-text servers on a port) and `https.<number>.<port name>.<gateway>.
+    <namespace>` (one per terminating server), and the gateway's TLS listeners by port (gateway.go
+    buildGatewayListeners, buildGatewayHTTPRouteConfig)."""
+    tls_listeners: dict[int, Json] = {}
+    for target, servers in sorted(_merged_servers(store, workload).items()):
+        for s in servers:
+            pc.gateway_ports.setdefault(s.number, target)
+        if servers[0].kind == "http":
+            rc_name = gateway_route_config(target)
+            _gateway_route_config(store, workload, services, pc, rc_name, servers)
+            pc.listener_ports[target] = rc_name
+            continue
+        chains: list[GatewayChain] = []
+        chain_json: list[Json] = []
+        seen_sni: set[str] = set()
+        for s in servers:
+            if s.kind == "https":
+                rc_name = s.route_config
+                _gateway_route_config(store, workload, services, pc, rc_name, [s])
+                resources = []
+                for name in server_credentials(s.spec, store.profile):
+                    resource = credential_resource(name)
+                    resources.append(resource)
+                    credential, _ = store.credential(workload.namespace, name)
+                    if credential is not None:
+                        pc.secrets[resource] = (credential.cert, credential.key)
+                chain = GatewayChain(tuple(_sni_hosts(s.hosts)), rc_name, tuple(resources))
+                chains.append(chain)
+                chain_json.append(https_chain(chain, s.spec.get("name") or f"outbound_0.0.0.0_{target}",
+                                              _tls_params(s.spec.get("tls") or {}), pc))
+            else:
+                for chain, json_chain in _passthrough_chains(store, services, s, seen_sni, pc):
+                    chains.append(chain)
+                    chain_json.append(json_chain)
+        if chains:  # a listener without filter chains is omitted ("must have more than 0 chains")
+            pc.tls_chains[target] = chains
+            tls_listeners[target] = gateway_tls_listener(target, chain_json)
+    return tls_listeners
+
+
+TLS_VERSIONS = {"TLSV1_0": "TLSv1_0", "TLSV1_1": "TLSv1_1", "TLSV1_2": "TLSv1_2", "TLSV1_3": "TLSv1_3"}
+
+
+def _tls_params(tls: dict[str, Any]) -> Json:
+    """listener.go BuildListenerTLSContext: the server's protocol versions and cipher suites, when set."""
+    params: Json = {}
+    if tls.get("minProtocolVersion") in TLS_VERSIONS:
+        params["tlsMinimumProtocolVersion"] = TLS_VERSIONS[tls["minProtocolVersion"]]
+    if tls.get("maxProtocolVersion") in TLS_VERSIONS:
+        params["tlsMaximumProtocolVersion"] = TLS_VERSIONS[tls["maxProtocolVersion"]]
+    if tls.get("cipherSuites"):
+        params["cipherSuites"] = list(tls["cipherSuites"])
+    return params
+
+
+def _passthrough_chains(store: ConfigStore, services: list[ServiceInfo], s: _Server, seen_sni: set[str],
+                        pc: ProxyConfig) -> list[tuple[GatewayChain, Json]]:
+    """gateway.go buildGatewayNetworkFiltersFromTLSRoutes: for each VirtualService bound to the gateway whose hosts
+    meet the server's, each `tls` match that applies to the server's port and gateway becomes a filter chain on
+    its `sniHosts`, proxying TCP to the route's destination (a match repeating an SNI host already taken on the
+    port is skipped)."""
+    out = []
+    resolve = _port_resolver(services, s.number)
+    for vs in store.of_kind("VirtualService"):
+        if s.gw_ref not in vs_gateways(vs) or not _hosts_meet(s.hosts, vs):
+            continue
+        for rule in vs.spec.get("tls") or []:
+            for match in rule.get("match") or []:
+                if match.get("port") and match["port"] != s.number:
+                    continue
+                gateways = [resolve_gateway_ref(g, vs.namespace) for g in match.get("gateways") or []]
+                if gateways and s.gw_ref not in gateways:
+                    continue
+                sni = [h.lower() for h in match.get("sniHosts") or []]
+                if seen_sni & set(sni):
+                    continue
+                seen_sni.update(sni)
+                dests = rule.get("route") or []
+                clusters = []
+                for d in dests:
+                    dest = d["destination"]
+                    host = fqdn(dest["host"], vs.namespace)
+                    port = resolve(host, (dest.get("port") or {}).get("number"))
+                    if len(dests) == 1 or (d.get("weight") or 0) > 0:
+                        clusters.append((outbound_cluster(port, dest.get("subset", ""), host), d.get("weight") or 0))
+                names = () if "*" in sni else tuple(sorted(set(sni)))
+                chain = GatewayChain(names, clusters=tuple(clusters))
+                stat_prefix = f"{vs.name}.{vs.namespace}" if len(dests) > 1 else clusters[0][0]
+                out.append((chain, passthrough_chain(chain, stat_prefix, len(dests) > 1, pc)))
+    return out
+
+
+def _hosts_meet(server_hosts: list[str], vs: Resource) -> bool:
+    """gateway.go pickMatchingGatewayHosts: a server host (`ns/` only for VirtualServices of that namespace)
+    overlaps one of the VirtualService's hosts."""
+    for entry in server_hosts:
+        ns, sep, host = entry.rpartition("/")
+        if sep and ns != vs.namespace:
+            continue
+        if any(hosts_intersect(host, h) for h in vs_hosts(vs)):
+            return True
+    return False
+
+
+def _more_specific(host: str) -> tuple[bool, int, str]:
+    """host.Names' order (MoreSpecific): longest first, then alphabetical, wildcards last."""
+    return host.startswith("*"), -len(host), host
+
+
+def _gateway_route_config(store: ConfigStore, workload: Workload, services: list[ServiceInfo], pc: ProxyConfig,
+                          rc_name: str, servers: list[_Server]) -> None:
+    """gateway.go buildGatewayHTTPRouteConfig: one virtual host per host shared by a server and a bound
+    VirtualService (the routes of every such VirtualService, catch-alls last), hosts with identical routes
+    collapsed into one virtual host, or a blackhole virtual host when there is none."""
+    mesh = store.mesh_settings()
+    vss = store.of_kind("VirtualService")
+    vhosts: dict[str, dict[str, Any]] = {}
+    built: dict[tuple[str, tuple[str, str, str]], list[tuple[Json, RouteOrigin]]] = {}
+    for s in servers:
+        number = s.number
+        ctx = TranslateContext(store.profile, mesh, number, _port_resolver(services, number), _hashing(store))
+        for vs in vss:
+            if s.gw_ref not in vs_gateways(vs):
+                continue
+            for host in vs_hosts(vs):
+                hit = None
+                for entry in s.hosts:
+                    ns, shost = _server_host(entry, vs.namespace)
+                    if ns not in (None, vs.namespace):
                         continue
-                    pairs = _vs_routes(vs, ctx, gw_ref, number, workload)
-                    if not pairs:
-                        continue  # no rule applies to this gateway and port: the VirtualService is skipped
-                    vh_name = f"{hit}:{number}"
-                    vh = vhosts.setdefault(vh_name, {"name": vh_name, "domains": [hit], "routes": [],
-                                                     "_origins": []})
-                    if (server.get("tls") or {}).get("httpsRedirect") is True:
-                        vh["requireTls"] = "ALL"  # gateway.go: plain HTTP gets 301 to https (Envoy's require_tls)
-                    for r, origin in pairs:
-                        vh["routes"].append(r)
-                        vh["_origins"].append(origin)
-    for rc_name, vhosts in by_rc.items():
-        if not vhosts:  # no VirtualService bound to any server on this port: every request gets 404 NR
-            port = rc_ports[rc_name]
-            vhosts[f"blackhole:{port}"] = {"name": f"blackhole:{port}", "domains": ["*"], "routes": [],
-                                           "_origins": []}
-        out = []
-        for vh in sorted(vhosts.values(), key=lambda v: v["name"]):
-            pairs = list(zip(vh.pop("_origins"), vh["routes"], strict=True))
-            specific = [p for p in pairs if not is_catch_all(p[1]["match"])]
-            catch_all = [p for p in pairs if is_catch_all(p[1]["match"])]
-            ordered = specific + catch_all  # Istio moves catch-all routes of merged VirtualServices to the end
-            vh["routes"] = [r for _, r in ordered]
-            for i, (origin, _) in enumerate(ordered):
-                pc.origins[(rc_name, vh["name"], i)] = origin
-            out.append(vh)
-        pc.route_configs[rc_name] = {"name": rc_name, "virtualHosts": out, **RC_DEFAULTS}
+                    if hosts_intersect(shost, host):
+                        hit = host if not host.startswith("*") or shost.startswith("*") else shost
+                        break
+                if hit is None:
+                    continue
+                # routes are built once per gateway and VirtualService for the route config (gatewayRoutes)
+                key = (s.gw_ref, vs.key)
+                if key not in built:
+                    built[key] = _vs_routes(vs, ctx, s.gw_ref, number, workload)
+                pairs = built[key]
+                if not pairs:
+                    continue  # no rule applies to this gateway and port: the VirtualService is skipped
+                vh_name = f"{hit}:{number}"
+                vh = vhosts.setdefault(hit, {"name": vh_name, "domains": [hit], "routes": [], "_origins": [],
+                                             "_built": []})
+                if (s.spec.get("tls") or {}).get("httpsRedirect") is True:
+                    vh["requireTls"] = "ALL"  # gateway.go: plain HTTP gets 301 to https (Envoy's require_tls)
+                vh["_built"].append(key)
+                for r, origin in pairs:
+                    vh["routes"].append(r)
+                    vh["_origins"].append(origin)
+    if not vhosts:  # no VirtualService bound to any server of this route config: every request gets 404 NR
+        port = servers[0].number
+        vhosts["*"] = {"name": f"blackhole:{port}", "domains": ["*"], "routes": [], "_origins": [], "_built": []}
+    out = []
+    for vh in sorted(_collapsed(vhosts), key=lambda v: v["name"]):
+        pairs = list(zip(vh.pop("_origins"), vh["routes"], strict=True))
+        specific = [p for p in pairs if not is_catch_all(p[1]["match"])]
+        catch_all = [p for p in pairs if is_catch_all(p[1]["match"])]
+        ordered = specific + catch_all  # Istio moves catch-all routes of merged VirtualServices to the end
+        vh["routes"] = [r for _, r in ordered]
+        for i, (origin, _) in enumerate(ordered):
+            pc.origins[(rc_name, vh["name"], i)] = origin
+        out.append(vh)
+    pc.route_configs[rc_name] = {"name": rc_name, "virtualHosts": out, **RC_DEFAULTS}
+
+
+def _collapsed(vhosts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """gateway.go collapseDuplicateRoutes (PILOT_ENABLE_ROUTE_COLLAPSE_OPTIMIZATION, on in every modelled
+    release): in host order, a virtual host whose routes are the very same route objects as an earlier one's
+    (built from the same VirtualServices, in the same order) and whose requireTls agrees gives that one its
+    domains instead of standing alone; the first keeps its name."""
+    kept: dict[str, dict[str, Any]] = {}
+    known: dict[tuple, str] = {}
+    for host in sorted(vhosts, key=_more_specific):
+        vh = vhosts[host]
+        routes = tuple(vh.pop("_built"))
+        first = known.get(routes)
+        if first is not None and kept[first].get("requireTls") == vh.get("requireTls"):
+            kept[first]["domains"] += vh["domains"]
+            continue
+        known[routes] = host
+        kept[host] = vh
+    return list(kept.values())
 
 
 def _kept_matches(rule: dict[str, Any], vs: Resource, gateway: str, port: int,

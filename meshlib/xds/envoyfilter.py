@@ -5,7 +5,8 @@ in the root namespace (istio-system) first, then the proxy's own namespace, each
 `workloadSelector` (none: every proxy of the namespace), ordered by `priority` then creation. meshlib
 applies the `MERGE` patches of clusters, route configurations, virtual hosts and HTTP routes, with
 protobuf's merge (messages merged field by field, repeated fields appended, scalars replaced); the value may
-be written in Envoy's snake_case or camelCase. Every other patch (another `applyTo` or operation, a listener
+be written in Envoy's snake_case or camelCase, and its Duration fields in Go's syntax (`50ms`) as istiod reads
+them (`_go_durations`). Every other patch (another `applyTo` or operation, a listener
 or filter patch, which need Istio's own filters) is reported as not applied, with the reason, never silently
 dropped. This covers the book's chapter-6 filters: retriable status codes and back-off on a route, a retry
 budget on a cluster.
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from meshlib.config.kinds import Resource
 from meshlib.config.store import ConfigStore
+from meshlib.units import go_duration_ns, proto_duration
 from meshlib.xds.dialect import to_camel
 from meshlib.xds.model import Json, ProxyConfig
 from meshlib.xds.naming import parse_cluster
@@ -120,7 +123,81 @@ def unsupported(patch: Any) -> str | None:
         return f"context {context} is not one of {', '.join(CONTEXTS)}"
     if not isinstance(_get(body, "value"), dict):
         return "patch.value must be a mapping of Envoy config"
+    try:
+        _envoy_value(apply_to, _get(body, "value"))
+    except ValueError as exc:
+        return f"patch.value {exc}"
     return None
+
+
+def _envoy_value(apply_to: str, value: dict[str, Any]) -> Json:
+    """A patch value in camelCase with its Duration fields in proto3 JSON form; ValueError names a bad one."""
+    return _go_durations(to_camel(value), _descriptor(apply_to), "")
+
+
+@cache
+def _descriptor(apply_to: str) -> Any:
+    """The Envoy message a patch value of `apply_to` is read as (istiod's BuildXDSObjectFromStruct)."""
+    from envoy.config.cluster.v3 import cluster_pb2
+    from envoy.config.route.v3 import route_components_pb2, route_pb2
+
+    return {"CLUSTER": cluster_pb2.Cluster, "ROUTE_CONFIGURATION": route_pb2.RouteConfiguration,
+            "VIRTUAL_HOST": route_components_pb2.VirtualHost, "HTTP_ROUTE": route_components_pb2.Route}[
+        apply_to].DESCRIPTOR
+
+
+def _go_durations(value: Any, descriptor: Any, path: str) -> Any:
+    """`value` read as the message `descriptor` describes, with every google.protobuf.Duration written in Go's
+    syntax (`50ms`, `1m30s`) turned into proto3 JSON (`0.050s`). istiod reads EnvoyFilter values with
+    golang/protobuf's jsonpb (pilot/pkg/config/xds StructToMessage -> pkg/util/protomarshal), whose Duration
+    case is Go's time.ParseDuration; Envoy, and proto3 JSON, take only seconds with an `s`. A string Go cannot
+    read is a ValueError naming its field, as istiod's EnvoyFilter validation rejects it ("bad Duration").
+    Fields the descriptor does not know, Struct values and Anys of unknown types are kept as written."""
+    name = descriptor.full_name
+    if name == "google.protobuf.Duration":
+        if not isinstance(value, str):
+            return value
+        try:
+            return proto_duration(go_duration_ns(value))
+        except ValueError as exc:
+            raise ValueError(f"{path.lstrip('.')}: {exc}") from None
+    if not isinstance(value, dict) or name in ("google.protobuf.Struct", "google.protobuf.Value"):
+        return value
+    if name == "google.protobuf.Any":
+        descriptor = _any_descriptor(value.get("@type"))
+        if descriptor is None:
+            return value
+    fields = _fields(descriptor)
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        field = fields.get(key)
+        if field is None or field.message_type is None:
+            out[key] = item
+        elif field.message_type.GetOptions().map_entry and isinstance(item, dict):
+            entry = field.message_type.fields_by_name["value"].message_type
+            out[key] = item if entry is None else {
+                k: _go_durations(v, entry, f"{path}.{key}[{k}]") for k, v in item.items()}
+        elif isinstance(item, list):
+            out[key] = [_go_durations(v, field.message_type, f"{path}.{key}[{i}]") for i, v in enumerate(item)]
+        else:
+            out[key] = _go_durations(item, field.message_type, f"{path}.{key}")
+    return out
+
+
+@cache
+def _fields(descriptor: Any) -> dict[str, Any]:
+    return {**{f.name: f for f in descriptor.fields}, **{f.json_name: f for f in descriptor.fields}}
+
+
+def _any_descriptor(type_url: Any) -> Any:
+    if not isinstance(type_url, str):
+        return None
+    from google.protobuf import descriptor_pool
+
+    try:
+        return descriptor_pool.Default().FindMessageTypeByName(type_url.rsplit("/", 1)[-1])
+    except KeyError:
+        return None
 
 
 def _apply_one(pc: ProxyConfig, patch: dict[str, Any]) -> str | None:
@@ -132,7 +209,7 @@ def _apply_one(pc: ProxyConfig, patch: dict[str, Any]) -> str | None:
     context = _get(match, "context") or "ANY"
     if (context == "GATEWAY") != (pc.kind == "gateway") and context != "ANY":
         return None  # not this proxy's context: nothing to do, nothing wrong
-    value = to_camel(_get(_get(patch, "patch"), "value"))
+    value = _envoy_value(apply_to, _get(_get(patch, "patch"), "value"))
     if apply_to == "CLUSTER":
         for name, cluster in pc.clusters.items():
             if _cluster_matches(name, _map(_get(match, "cluster")), context):
@@ -183,6 +260,8 @@ def _route_config_matches(name: str, match: dict[str, Any], context: str) -> boo
     if match.get("name") is not None and match["name"] != name:
         return False
     port = _get(match, "portNumber")
+    if port is not None and name.startswith("https."):  # model/gateway.go ParseGatewayRDSRouteName
+        return name.split(".")[1] == str(port)
     return port is None or str(port) == name.rsplit(".", 1)[-1] or name.endswith(f"|{port}||")
 
 

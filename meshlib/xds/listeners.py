@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from meshlib.config.store import ConfigStore, ServiceInfo, Workload
 from meshlib.xds.accesslog import istio_text_log
-from meshlib.xds.model import Json, ProxyConfig, SniffedPort
+from meshlib.xds.model import GatewayChain, Json, ProxyConfig, SniffedPort
 from meshlib.xds.naming import inbound_cluster, inbound_route_config, outbound_cluster
 
 HCM = "envoy.filters.network.http_connection_manager"
@@ -57,6 +57,61 @@ def _listener(name: str, port: int, filters: list[Json], **extra: object) -> Jso
 def gateway_listener(port: int, route_config: str, pc: ProxyConfig) -> Json:
     return _listener(f"0.0.0.0_{port}", port, [hcm(f"outbound_0.0.0.0_{port}", route_config, pc, gateway=True)],
                      trafficDirection="OUTBOUND")
+
+
+TLS_INSPECTOR = {"name": "envoy.filters.listener.tls_inspector", "typedConfig": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}
+TLS_SOCKET = "envoy.transport_sockets.tls"
+DOWNSTREAM_TLS_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+ALPN_HTTP = ["h2", "http/1.1"]  # networking/util ALPNHttp
+
+
+def sds_secret(resource: str) -> Json:
+    """security/model ConstructSdsSecretConfigForCredential: the key pair over ADS (no initialFetchTimeout, so a
+    Secret that does not exist holds the listener only for Envoy's default 15 s)."""
+    return {"name": resource, "sdsConfig": {"ads": {}, "resourceApiVersion": "V3"}}
+
+
+def https_chain(chain: GatewayChain, stat_prefix: str, tls_params: Json, pc: ProxyConfig) -> Json:
+    """A TLS-terminating server's filter chain (gateway.go createGatewayHTTPFilterChainOpts, listener.go
+    BuildListenerTLSContext): SNI match on the server's hosts, its key pair by SDS, ALPN h2 and http/1.1, and the
+    gateway's connection manager on the server's own route config."""
+    common: Json = {"alpnProtocols": list(ALPN_HTTP),
+                    "tlsCertificateSdsSecretConfigs": [sds_secret(r) for r in chain.credentials]}
+    if tls_params:
+        common["tlsParams"] = tls_params
+    out: Json = {}
+    if chain.server_names:
+        out["filterChainMatch"] = {"serverNames": list(chain.server_names)}
+    out["filters"] = [hcm(stat_prefix, chain.route_config or "", pc, gateway=True)]
+    out["transportSocket"] = {"name": TLS_SOCKET, "typedConfig": {
+        "@type": DOWNSTREAM_TLS_TYPE, "commonTlsContext": common, "requireClientCertificate": False}}
+    return out
+
+
+def passthrough_chain(chain: GatewayChain, stat_prefix: str, weighted: bool, pc: ProxyConfig) -> Json:
+    """A PASSTHROUGH filter chain (gateway.go buildGatewayNetworkFiltersFromTLSRoutes, networkfilter.go
+    buildOutboundNetworkFilters): SNI match on the route's `sniHosts`, TCP proxy to its destination, or to its
+    destinations by weight."""
+    config: Json = {"@type": TCP_PROXY_TYPE, "statPrefix": stat_prefix}
+    if weighted:
+        config["weightedClusters"] = {"clusters": [{"name": c, "weight": w} for c, w in chain.clusters]}
+    else:
+        config["cluster"] = chain.clusters[0][0]
+    if pc.access_log:
+        config["accessLog"] = [istio_text_log(pc.profile_minor)]
+    out: Json = {}
+    if chain.server_names:
+        out["filterChainMatch"] = {"serverNames": list(chain.server_names)}
+    out["filters"] = [{"name": TCP_PROXY, "typedConfig": config}]
+    return out
+
+
+def gateway_tls_listener(port: int, chains: list[Json]) -> Json:
+    """A gateway port whose servers use TLS: one filter chain per server (or per PASSTHROUGH route match), picked by
+    SNI, which the TLS inspector reads (listener.go buildListener)."""
+    return {"name": f"0.0.0.0_{port}", "address": {"socketAddress": {"address": "0.0.0.0", "portValue": port}},
+            "filterChains": chains, "trafficDirection": "OUTBOUND", "listenerFilters": [dict(TLS_INSPECTOR)]}
 
 
 def sidecar_listeners(workload: Workload, pc: ProxyConfig) -> list[Json]:

@@ -46,6 +46,20 @@ class SniffedPort:
         return f"{self.address}_{self.port}"
 
 
+@dataclass(frozen=True)
+class GatewayChain:
+    """One filter chain of a gateway's TLS listener: the SNI names it matches (none: any) and what it does.
+
+    A chain that terminates TLS (`route_config` set) hands requests to that route configuration with the key pair
+    of `credentials` (SDS resource names); a PASSTHROUGH chain proxies the TCP stream to `clusters`
+    (cluster, weight), picked by weight."""
+
+    server_names: tuple[str, ...]
+    route_config: str | None = None
+    credentials: tuple[str, ...] = ()
+    clusters: tuple[tuple[str, int], ...] = ()
+
+
 @dataclass
 class ProxyConfig:
     """Listeners, route configurations, clusters and endpoints of one proxy, in istioctl's camelCase."""
@@ -68,6 +82,11 @@ class ProxyConfig:
     locality_lb: dict[str, Json] = field(default_factory=dict)
     profile_minor: int = 17  # the Istio minor release whose istiod shape this is
     not_applied: list[str] = field(default_factory=list)  # EnvoyFilter patches meshlib could not apply, and why
+    # gateways: the filter chains of each TLS listener port, server port -> listener port, and the key pairs
+    # (PEM cert, PEM key) the SDS resources of those chains name (a missing one: istiod serves nothing for it)
+    tls_chains: dict[int, list[GatewayChain]] = field(default_factory=dict)
+    gateway_ports: dict[int, int] = field(default_factory=dict)
+    secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def route_config_for(self, port: int, host: str = "") -> str | None:
         """The route config a request to `host`:`port` uses: a sniffed service's own, else the port's."""

@@ -31,3 +31,9 @@ def parse_cluster(name: str) -> tuple[str, int, str, str] | None:
 def gateway_route_config(port: int) -> str:
     return f"http.{port}"
 
+
+
+def gateway_https_route_config(number: int, port_name: str, gateway: str, namespace: str) -> str:
+    """A TLS-terminating gateway server's own route config (model/gateway.go gatewayRDSRouteName, 1.13–1.28): the
+    server's port number as written, not the port Envoy listens on."""
+    return f"https.{number}.{port_name}.{gateway}.{namespace}"

@@ -266,9 +266,9 @@ def _operation(route: Json, vs: Resource, ctx: TranslateContext) -> str:
     m = route["match"]
     path = (m["prefix"] + "*" if "prefix" in m else m.get("path") or m.get("safeRegex", {}).get("regex", "/*"))
     cluster = (route.get("route") or {}).get("cluster")
-    if cluster:
-        host = cluster.split("|")[3]
-        return f"{host}:{ctx.listener_port}{path}"
+    if cluster:  # route.go getRouteOperation: host and port of the one destination cluster
+        _, port, _, host = cluster.split("|")
+        return f"{host}:{port}{path}"
     return f"{vs.name}:{ctx.listener_port}{path}"
 
 

@@ -42,6 +42,9 @@ def _static_listener(listener: Json, routes: dict[str, Json], prefix: str) -> Js
             config = f.get("typedConfig") or {}
             if config.get("@type", "").endswith(".TcpProxy") and "cluster" in config:
                 config["cluster"] = prefix + config["cluster"]
+            elif config.get("@type", "").endswith(".TcpProxy") and "weightedClusters" in config:
+                for wc in config["weightedClusters"].get("clusters") or []:
+                    wc["name"] = prefix + wc["name"]
             elif "rds" in config:
                 name = config.pop("rds")["routeConfigName"]
                 config["routeConfig"] = _rename_route_clusters(routes.get(name) or {"name": name}, prefix)
@@ -78,5 +81,6 @@ def static_bootstrap(proxies: Sequence[Resources]) -> Json:
         endpoints = {e["clusterName"]: e for e in res.endpoints}
         listeners += [_static_listener(x, routes, prefix) for x in res.listeners]
         clusters += [_static_cluster(c, endpoints, prefix) for c in res.clusters]
-    return {"bootstrapExtensions": [INTERNAL_LISTENER], "staticResources": {"listeners": listeners,
-                                                                             "clusters": clusters}}
+    # a node, as Envoy needs one to subscribe to a key pair over SDS (a gateway's missing Secret)
+    return {"node": {"id": "meshlib-validate", "cluster": "meshlib"}, "bootstrapExtensions": [INTERNAL_LISTENER],
+            "staticResources": {"listeners": listeners, "clusters": clusters}}

@@ -113,6 +113,24 @@ ANALYZER_CASES = [
     pytest.param(["apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: lua}\nspec:\n"
                   "  configPatches:\n  - applyTo: HTTP_FILTER\n    patch: {operation: INSERT_BEFORE, value: {}}\n"],
                  "MSH0004", WARNING, "doc0.yaml:6", "applyTo HTTP_FILTER is not supported", id="MSH0004"),
+    pytest.param(["apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {name: tcp}\nspec:\n"
+                  "  selector: {istio: ingressgateway}\n  servers:\n"
+                  "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: ['*']\n"],
+                 "MSH0005", WARNING, "doc0.yaml:7", "a TCP server is not modelled", id="MSH0005"),
+    pytest.param(["apiVersion: v1\nkind: Secret\nmetadata: {name: web, namespace: istio-system}\n"
+                  "stringData: {password: x}\n",
+                  "apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {name: web}\nspec:\n"
+                  "  selector: {istio: ingressgateway}\n  servers:\n"
+                  "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ['web.io']\n"
+                  "    tls:\n      mode: SIMPLE\n      credentialName: web\n"],
+                 "IST0161", ERROR, "doc1.yaml:11", "The credential referenced by the Gateway web in namespace "
+                 "istio-system is invalid", id="IST0161"),
+    pytest.param(["apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {name: web}\nspec:\n"
+                  "  selector: {istio: ingressgateway}\n  servers:\n"
+                  "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ['web.io']\n"
+                  "    tls:\n      mode: SIMPLE\n      credentialName: web\n"],
+                 "IST0101", ERROR, "doc0.yaml:11", 'Referenced credentialName not found: "web"',
+                 id="IST0101-credentialName"),
 ]
 
 

@@ -474,7 +474,7 @@ def test_kinds_meshlib_does_not_model_are_stored_and_reported_once(tmp_path: Pat
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     path = _write(tmp_path, "\n---\n".join([
         "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec: {maxReplicas: 3}",
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: x}",
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: db}\nspec: {hard: {pods: '10'}}",
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: reader}\nrules: []",
         f"apiVersion: {NET}\nkind: EnvoyFilter\nmetadata: {{name: lua}}\nspec: {{}}",
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny}\nspec: {}",
@@ -488,14 +488,14 @@ def test_kinds_meshlib_does_not_model_are_stored_and_reported_once(tmp_path: Pat
     assert err == ""
     [line] = [line for line in out.splitlines() if "not modelled" in line]
     assert line.startswith("Info [MSH0003]")
-    for name in ("HorizontalPodAutoscaler/web", "Secret/db", "Role/reader",
+    for name in ("HorizontalPodAutoscaler/web", "ResourceQuota/db", "Role/reader",
                  "AuthorizationPolicy/deny", "HTTPRoute/r", "Gateway/x", "Widget/w", "Kustomization/"):
         assert name in line, name
     assert "EnvoyFilter/lua" not in line  # stored too, but its supported patches are applied (test_envoyfilter.py)
 
 
 def test_analyze_and_get_speak_json_and_yaml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write(tmp_path, "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\n")
+    path = _write(tmp_path, "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: db}\n")
     assert main(["analyze", "-f", str(path), "-o", "json"]) == 0
     [finding] = json.loads(capsys.readouterr().out)
     assert (finding["code"], finding["level"], finding["file"], finding["line"]) == ("MSH0003", "Info", str(path), 1)
