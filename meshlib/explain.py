@@ -43,10 +43,15 @@ def listener_port(pc: ProxyConfig, request: Request) -> int:
 
 def decide(store: ConfigStore, proxy: str, request: Request, seed: int = 0) -> tuple[ProxyConfig, Decision]:
     pc = proxy_config(store, proxy)
+    return pc, decide_on(pc, request, seed)
+
+
+def decide_on(pc: ProxyConfig, request: Request, seed: int = 0) -> Decision:
+    """What the proxy of `pc` does with `request`, on the listener the request lands on."""
     port = listener_port(pc, request)
     if pc.kind == "gateway" and port in pc.tls_chains and request.scheme == "http":
         request = replace(request, scheme="https")  # addressed to a TLS port: the client speaks TLS there
-    return pc, select_route(pc, request, port, random.Random(seed))
+    return select_route(pc, request, port, random.Random(seed))
 
 
 def describe_cluster(store: ConfigStore, pc: ProxyConfig, cluster: str) -> str:

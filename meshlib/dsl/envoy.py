@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from typing import Any
 
 from meshlib.backend import GATEWAY
@@ -11,8 +10,8 @@ from meshlib.config.canonical import is_app, revision_of
 from meshlib.dsl.jsonpath import compile_path
 from meshlib.dsl.world import World
 from meshlib.expect import fail
-from meshlib.explain import listener_port, outcome_text
-from meshlib.router import Decision, Request, select_route
+from meshlib.explain import decide_on, outcome_text
+from meshlib.router import Decision, Request
 from meshlib.xds import ProxyConfig
 from meshlib.xds.naming import parse_cluster
 
@@ -29,8 +28,7 @@ def decide(world: World, who: str, host: str, path: str, headers: dict[str, str]
            seed: int = 0) -> tuple[ProxyConfig, Decision]:
     name, ns = proxy_of(world, who)
     pc = world.backend.proxy_config(name, ns)
-    request = Request.of(host, path, headers=headers or {})
-    return pc, select_route(pc, request, listener_port(pc, request), random.Random(seed))
+    return pc, decide_on(pc, Request.of(host, path, headers=headers or {}), seed)
 
 
 def clusters_of(d: Decision) -> list[str]:
