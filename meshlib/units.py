@@ -56,26 +56,31 @@ def go_duration_ns(text: str) -> int:
     """Nanoseconds in a duration as Go's `time.ParseDuration` reads it (`50ms`, `1m30s`, `-1.5h`, `0`); ValueError
     otherwise. istiod reads the Duration fields of an EnvoyFilter's patch value this way (golang/protobuf's jsonpb,
     unmarshalMessage case "Duration"), so `base_interval: 50ms` is 0.05 s there, though proto3 JSON wants `0.050s`."""
+    shown = repr(text if len(text) <= 40 else text[:37] + "...")
     s, negative = text, False
     if s[:1] in ("-", "+"):
         negative, s = s[0] == "-", s[1:]
     if s == "0":
         return 0
     if not s:
-        raise ValueError(f"{text!r} is not a duration")
+        raise ValueError(f"{shown} is not a duration")
     total, pos = Fraction(0), 0
     while pos < len(s):
         m = _GO_PART.match(s, pos)
-        whole, fraction, unit = m.group(1), m.group(2) or "", m.group(3)
+        assert m is not None  # every part of the pattern is optional
+        whole, fraction, unit = m.group(1).lstrip("0") or m.group(1)[:1], (m.group(2) or "")[:18], m.group(3)
         if not whole and not fraction:
-            raise ValueError(f"{text!r} is not a duration")
+            raise ValueError(f"{shown} is not a duration")
         if unit not in _GO_UNIT_NS:
-            raise ValueError(f"{text!r} is not a duration: {'missing unit' if not unit else f'unknown unit {unit!r}'}")
+            problem = f"unknown unit {unit[:12]!r}" if unit else "missing unit"
+            raise ValueError(f"{shown} is not a duration: {problem}")
+        if len(whole) > 20:  # past int64 nanoseconds whatever the unit, as Go's leadingInt overflows
+            raise ValueError(f"{shown} is not a duration: out of range")
         total += (int(whole or 0) + Fraction(int(fraction or 0), 10 ** len(fraction))) * _GO_UNIT_NS[unit]
         pos = m.end()
     ns = int(total)
     if ns > _GO_MAX_NS + negative:
-        raise ValueError(f"{text!r} is not a duration: out of range")
+        raise ValueError(f"{shown} is not a duration: out of range")
     return -ns if negative else ns
 
 

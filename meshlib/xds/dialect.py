@@ -67,11 +67,13 @@ def _rename_fields(value: Any, rename: Callable[[str], str]) -> Any:
         return [_rename_fields(v, rename) for v in value]
     if not isinstance(value, dict):
         return value
-    out: dict[str, Any] = {}
+    out: dict[Any, Any] = {}
     for key, v in value.items():
-        if key.startswith("@"):
+        if not isinstance(key, str):  # no proto field (a YAML `1:` in an EnvoyFilter value): kept for Envoy to refuse
+            out[key] = _rename_fields(v, rename)
+        elif key.startswith("@"):
             out[key] = v
-        elif camel(key) in MAP_FIELDS:
+        elif camel(key) in MAP_FIELDS and isinstance(v, dict):
             out[rename(key)] = {k: _rename_fields(x, rename) for k, x in v.items()}
         else:
             out[rename(key)] = _rename_fields(v, rename)

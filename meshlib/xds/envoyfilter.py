@@ -9,7 +9,7 @@ be written in Envoy's snake_case or camelCase, and its Duration fields in Go's s
 them (`_go_durations`). Every other patch (another `applyTo` or operation, a listener
 or filter patch, which need Istio's own filters) is reported as not applied, with the reason, never silently
 dropped. This covers the book's chapter-6 filters: retriable status codes and back-off on a route, a retry
-budget on a cluster.
+budget on a cluster, hedging on a virtual host.
 """
 
 from __future__ import annotations
@@ -155,8 +155,10 @@ def _go_durations(value: Any, descriptor: Any, path: str) -> Any:
     Fields the descriptor does not know, Struct values and Anys of unknown types are kept as written."""
     name = descriptor.full_name
     if name == "google.protobuf.Duration":
-        if not isinstance(value, str):
+        if value is None:  # jsonpb reads a null message field as unset
             return value
+        if not isinstance(value, str):
+            raise ValueError(f"{path.lstrip('.')}: {value!r} is not a duration (write a string such as 50ms or 1s)")
         try:
             return proto_duration(go_duration_ns(value))
         except ValueError as exc:

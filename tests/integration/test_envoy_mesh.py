@@ -4,6 +4,7 @@ nothing, `proxy-config` shows what Envoy runs, `proxy-status` shows whether each
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from meshclient import CH5, NS, SERVICES, WEBAPP_HOST, request, send_many
@@ -182,3 +183,50 @@ def test_a_gateway_server_with_https_redirect_answers_301_to_https(start_mesh):
     reply = request(mesh, "/api/catalog?x=1", WEBAPP_HOST)
     assert reply.status == 301, reply
     assert reply.headers["location"] == "https://webapp.istioinaction.io/api/catalog?x=1"
+
+
+CH6 = CH5.parent / "ch6"
+SIMPLE_WEB_HOST = "simple-web.istioinaction.io"
+CH6_WORLD = [CH6 / "simple-backend.yaml", CH6 / "simple-web.yaml", CH6 / "simple-web-gateway.yaml"]
+def _backend_vhost(mesh) -> dict:
+    dump = mesh.config_dump("simple-web", NS)
+    rc = next(r["route_config"] for c in dump["configs"] if c["@type"].endswith("RoutesConfigDump")
+              for r in c.get("dynamic_route_configs", []) if r["route_config"]["name"] == "80")
+    return next(vh for vh in rc["virtual_hosts"] if vh["name"].startswith("simple-backend."))
+
+
+def test_chapter_6_hedging_and_a_go_duration_back_off_run_on_envoy(start_mesh):
+    """The repo's hedging EnvoyFilter with its per-try timeout, and the retry-status filter whose back-off is written
+    `50ms` as the book writes it (istiod reads Go durations in patch values): the running simple-web Envoy takes
+    both, and a 1 s simple-backend-1 never answers a client, as its attempts pass the 300 ms per-try timeout and
+    another endpoint answers first."""
+    mesh = start_mesh(CH6_WORLD)
+    for name in ("simple-backend-1-slow.yaml", "simple-backend-vs-retry-per-try-timeout.yaml",
+                 "simple-backend-envoyfilter-hedging.yaml", "simple-backend-envoyfilter-retry-status.yaml"):
+        mesh.apply([CH6 / name])
+    assert mesh.proxy_config("simple-web", NS).not_applied == []
+    vhost = _backend_vhost(mesh)
+    assert vhost["hedge_policy"] == {"hedge_on_per_try_timeout": True}
+    policy = vhost["routes"][0]["route"]["retry_policy"]
+    assert policy["per_try_timeout"] == "0.300s" and policy["retry_back_off"] == {"base_interval": "0.050s"}
+    replies = send_many(mesh, "/", SIMPLE_WEB_HOST, 20)
+    assert [r.status for r in replies] == [200] * 20, [str(r) for r in replies if r.status != 200]
+    assert not any("simple-backend-1" in r.text for r in replies)
+
+
+def test_when_the_zones_backend_fails_outlier_detection_fails_over_to_the_other_zone(start_mesh):
+    """Locality failover (istiod's priorities, from istio-locality labels): simple-web in us-west1-a calls only the
+    simple-backend of its zone; once that pod fails every request, outlier detection ejects it and the us-west1-b
+    pods answer. Envoy applies a health change within its update_merge_window (1 s, Istio leaves the default) of
+    the last membership change for that priority only when the window ends, so the check waits it out."""
+    mesh = start_mesh(CH6_WORLD)
+    for name in ("simple-backend-zones.yaml", "simple-web-zone-a.yaml", "simple-backend-dr-outlier.yaml"):
+        mesh.apply([CH6 / name])
+    replies = send_many(mesh, "/", SIMPLE_WEB_HOST, 20)
+    assert [r.status for r in replies] == [200] * 20 and all("simple-backend-1" in r.text for r in replies)
+
+    mesh.apply([CH6 / "simple-backend-1-zone-a-failing.yaml"])
+    assert request(mesh, "/", SIMPLE_WEB_HOST).status == 500  # the first failure ejects it
+    time.sleep(1.5)
+    replies = send_many(mesh, "/", SIMPLE_WEB_HOST, 20)
+    assert [r.status for r in replies] == [200] * 20 and all("simple-backend-2" in r.text for r in replies)

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from meshlib.config.loader import load_documents
 from meshlib.config.store import ConfigStore
 from meshlib.profile import profile_for
 from meshlib.router import Decision, Request, select_route
@@ -21,6 +22,7 @@ NS = "istioinaction"
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 CH5 = MANIFESTS / "ch5"
+CH6 = MANIFESTS / "ch6"
 SERVICES = MANIFESTS / "services"
 
 CATALOG = "catalog.istioinaction.svc.cluster.local"
@@ -126,6 +128,39 @@ def world(*docs: str, version: str | None = None, dr: bool = True, namespace: st
         store.apply_text(CATALOG_DR, namespace, filename="dr.yaml")
     for i, doc in enumerate(docs):
         store.apply_text(y(doc), namespace, filename=f"doc{i}.yaml")
+    return store
+
+
+# Chapter 6's world: simple-web calls simple-backend, behind the ingress gateway. Every other ch6 file is applied
+# over it, the way the book applies it (`kubectl apply`: a Deployment or VirtualService of the same name is
+# replaced). Some files act only together: each tuple is applied in its order.
+CH6_BASE = ("simple-backend.yaml", "simple-web.yaml", "simple-web-gateway.yaml")
+CH6_TOGETHER = (
+    ("simple-backend-vs-retry-status.yaml", "simple-backend-envoyfilter-retry-status.yaml"),
+    ("simple-backend-1-failing-408.yaml", "simple-backend-vs-retry-status.yaml",
+     "simple-backend-envoyfilter-retry-status.yaml"),
+    ("simple-backend-1-slow.yaml", "simple-backend-vs-retry-per-try-timeout.yaml",
+     "simple-backend-envoyfilter-hedging.yaml"),
+    ("simple-web-3-replicas.yaml", "simple-web-dr-hash.yaml"),
+    ("simple-backend-2-failing.yaml", "simple-backend-dr-outlier.yaml"),
+    ("simple-backend-zones.yaml", "simple-web-zone-a.yaml", "simple-backend-dr-outlier.yaml"),
+    ("simple-backend-zones.yaml", "simple-web-zone-a.yaml", "simple-backend-dr-locality-distribute.yaml"),
+    ("simple-backend-zones.yaml", "simple-web-zone-a.yaml", "simple-backend-dr-outlier.yaml",
+     "simple-backend-1-zone-a-failing.yaml"),
+)
+
+
+def ch6_sets() -> list[tuple[str, ...]]:
+    """Every ch6 file over the base world on its own, then the files that act together."""
+    alone = [(p.name,) for p in sorted(CH6.glob("*.yaml")) if p.name not in CH6_BASE]
+    return alone + list(CH6_TOGETHER)
+
+
+def ch6_store(*names: str, version: str | None = None) -> ConfigStore:
+    """The ch6 base world with `names` applied over it, one file at a time, like `kubectl apply -f`."""
+    store = ConfigStore(profile_for(version))
+    for name in (*CH6_BASE, *names):
+        store.apply_documents(load_documents([CH6 / name]), NS)
     return store
 
 

@@ -10,11 +10,26 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import CATALOG_DEFAULT, CATALOG_GATEWAY, CH5, NS, SERVICES, V1, V2, WORLD, y
+from helpers import (
+    CATALOG_DEFAULT,
+    CATALOG_GATEWAY,
+    CH5,
+    CH6,
+    CH6_BASE,
+    NS,
+    SERVICES,
+    V1,
+    V2,
+    WORLD,
+    ch6_sets,
+    ch6_store,
+    y,
+)
 
 from meshlib.cli import main
 from meshlib.config.analyze import CODES, ERROR, INFO, WARNING, Finding, analyze
 from meshlib.config.store import ConfigStore
+from meshlib.xds import build_proxy_config
 
 DR_FILE = CH5 / "catalog-dest-rule.yaml"
 GW_FILE = CH5 / "catalog-gateway.yaml"
@@ -205,6 +220,17 @@ def test_other_walkthrough_manifests_are_clean(extra: str) -> None:
     assert analyze(ConfigStore.from_paths([SERVICES, DR_FILE, CH5 / extra], NS)) == []
 
 
+@pytest.mark.parametrize("names", ch6_sets(), ids="+".join)
+def test_chapter_6_manifests_over_their_world_are_clean(names: tuple[str, ...]) -> None:
+    """Every ch6 file applied over simple-web, simple-backend and their gateway, as the book applies it (`kubectl
+    apply`: a Deployment or VirtualService of the same name is replaced), and the files that act together: no
+    finding in any Istio profile, and every proxy translates with each EnvoyFilter patch applied."""
+    for version in ("1.13", "1.17", "1.22", "1.24", "1.28"):
+        store = ch6_store(*names, version=version)
+        assert [str(f) for f in analyze(store)] == [], version
+        assert all(not build_proxy_config(store, w).not_applied for w in store.workloads()), version
+
+
 def test_two_mesh_virtual_services_from_the_walkthrough_conflict() -> None:
     store = ConfigStore.from_paths([SERVICES, DR_FILE, CH5 / "catalog-vs-v1-mesh.yaml"], NS)
     store.apply_text((CH5 / "catalog-vs-v2-mirror.yaml").read_text().replace("name: catalog", "name: catalog-mirror"),
@@ -244,6 +270,13 @@ def test_cli_analyze_clean_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
                              "-n", NS)
     assert (code, err) == (0, "")
     assert "No validation issues found" in out
+
+
+def test_cli_analyze_of_chapter_6_hedging_with_its_world_is_clean(capsys: pytest.CaptureFixture[str]) -> None:
+    files = [CH6 / name for name in (*CH6_BASE, "simple-backend-vs-retry-per-try-timeout.yaml",
+                                     "simple-backend-envoyfilter-hedging.yaml")]
+    code, out, err = run_cli(capsys, "analyze", "-n", NS, *[a for f in files for a in ("-f", f)])
+    assert (code, err) == (0, "") and "No validation issues found" in out, out
 
 
 @pytest.mark.parametrize("command", [["analyze"], ["proxy-config", "routes", "deploy/webapp.istioinaction"],

@@ -6,8 +6,10 @@ the others (`meshlib.xds.static`); Envoy parses and checks all of it: fields, en
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from helpers import CH5, NS, SERVICES, TRANSLATED
+from helpers import CH5, NS, SERVICES, TRANSLATED, ch6_sets, ch6_store
 
 from meshlib.config.loader import load_documents
 from meshlib.config.store import ConfigStore
@@ -51,19 +53,29 @@ def assert_valid(stores: list[ConfigStore], what: str) -> None:
         pytest.fail(f"Envoy rejects a batch of {what} but no single one of them: {reason}")
 
 
-MANIFEST_SETS = [[CH5 / name] for name in sorted(p.name for p in CH5.glob("*.yaml"))] + [
+CH5_SETS = [[CH5 / name] for name in sorted(p.name for p in CH5.glob("*.yaml"))] + [
     [CH5 / "catalog-dest-rule.yaml", CH5 / vs] for vs in ("catalog-vs-v2-mirror.yaml", "catalog-vs-v2-10-90-mesh.yaml",
                                                           "catalog-vs-v2-request-mesh.yaml")]
+CH6_SETS = ch6_sets()
+
+
+def ch5_store(extra: list[Path], version: str) -> ConfigStore:
+    store = ConfigStore(profile_for(version))
+    store.apply_documents(load_documents([SERVICES, CH5 / "webapp-catalog-gw-vs.yaml", *extra]), NS)
+    return store
 
 
 @pytest.mark.parametrize("version", PROFILES)
 def test_envoy_accepts_every_config_for_the_repo_manifests(version: str) -> None:
-    stores = []
-    for extra in MANIFEST_SETS:
-        store = ConfigStore(profile_for(version))
-        store.apply_documents(load_documents([SERVICES, CH5 / "webapp-catalog-gw-vs.yaml", *extra]), NS)
-        stores.append(store)
-    assert len(stores) == len(MANIFEST_SETS)
+    """Chapter 5 over the walkthrough's services; chapter 6 over simple-web, simple-backend and their gateway, every
+    file alone and the files that act together (an EnvoyFilter with the VirtualService it patches), applied like
+    `kubectl apply`. Every EnvoyFilter patch must have been applied: one left out would leave Envoy nothing to check."""
+    stores = [ch5_store(extra, version) for extra in CH5_SETS] + [ch6_store(*names, version=version)
+                                                                  for names in CH6_SETS]
+    assert len(stores) == len(CH5_SETS) + len(CH6_SETS)
+    for store in stores:
+        for workload in store.workloads():
+            assert build_proxy_config(store, workload).not_applied == [], workload.name
     assert_valid(stores, f"the repo's manifests (Istio {version})")
 
 
@@ -85,6 +97,21 @@ def test_a_bad_regex_is_rejected_by_envoy_with_its_reason() -> None:
     route["match"] = {"safeRegex": {"regex": "(unclosed"}}
     reason = validate(static_bootstrap(resources))
     assert reason is not None and "(unclosed" in reason, reason
+
+
+def test_a_go_duration_reaching_envoy_is_rejected_with_its_reason() -> None:
+    """Not vacuous for EnvoyFilter values either: Envoy reads a Duration only as proto3 JSON seconds, so the `50ms`
+    istiod accepts in a patch value (and meshlib converts to `0.050s`) would be refused if it reached Envoy as is."""
+    store = ch6_store("simple-backend-vs-retry-status.yaml", "simple-backend-envoyfilter-retry-status.yaml")
+    resources = bound(store, 0)
+    web = next(i for i, w in enumerate(store.workloads()) if w.name == "simple-web")
+    policies = [route["route"]["retryPolicy"] for rc in resources[web].routes for vh in rc["virtualHosts"]
+                for route in vh["routes"] if "retryBackOff" in route.get("route", {}).get("retryPolicy", {})]
+    assert [p["retryBackOff"] for p in policies] == [{"baseInterval": "0.050s"}]
+    assert validate(static_bootstrap(resources)) is None
+    policies[0]["retryBackOff"]["baseInterval"] = "50ms"
+    reason = validate(static_bootstrap(resources))
+    assert reason is not None and "50ms" in reason, reason
 
 
 def test_every_workload_of_the_repo_is_bound() -> None:
