@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +31,39 @@ CATALOG_V1 = SERVICES / "catalog" / "kubernetes" / "catalog.yaml"
 CATALOG_V2 = SERVICES / "catalog" / "kubernetes" / "catalog-deployment-v2.yaml"
 WEBAPP = SERVICES / "webapp" / "kubernetes" / "webapp.yaml"
 FORUM = SERVICES / "forum" / "kubernetes" / "forum-all.yaml"
+SLEEP = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: sleep}
+spec:
+  selector: {matchLabels: {app: sleep}}
+  template:
+    metadata: {labels: {app: sleep}}
+    spec:
+      containers: [{name: sleep, image: curlimages/curl}]
+"""
+
+
+def isolated_env(home: Path) -> dict[str, str]:
+    """The environment of a user whose home and mesh state file are `home`'s, so runs never share them."""
+    return {**os.environ, "HOME": str(home), "MESHLIB_STATE": str(home / "state" / "mesh.json")}
+
+
+def behave_project(root: Path, features: Mapping[str, str]) -> Path:
+    """A behave project in `root` as a user sets one up: meshlib's steps and environment, and `features`."""
+    shutil.copytree(ROOT / "steps", root / "steps")
+    shutil.copy(ROOT / "environment.py", root)
+    (root / "features").mkdir()
+    for name, text in features.items():
+        (root / "features" / name).write_text(text)
+    return root
+
+
+def run_behave(project: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`behave` in `project` with plain output, its manifests folder being the project's."""
+    return subprocess.run([sys.executable, "-m", "behave", "-f", "plain", "--no-timings", "--no-capture",
+                           "-D", f"manifests={project}", *args], cwd=project, env=isolated_env(project),
+                          capture_output=True, text=True, timeout=timeout)
 
 NS = "istioinaction"
 WEBAPP_HOST = "webapp.istioinaction.io"

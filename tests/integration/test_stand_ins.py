@@ -3,24 +3,10 @@ that reached meshlib's echo instead says so in the run's notes (issue 10)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-MANIFESTS = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: sleep}
-spec:
-  selector: {matchLabels: {app: sleep}}
-  template:
-    metadata: {labels: {app: sleep}}
-    spec:
-      containers: [{name: sleep, image: curlimages/curl}]
-"""
+from meshclient import SLEEP, behave_project, run_behave
+
 FEATURE = """\
 Feature: external hosts
   Scenario: the payments API answers through its stand-in
@@ -36,17 +22,10 @@ Feature: external hosts
 
 
 def test_a_declared_stand_in_answers_and_the_echo_is_noted(tmp_path: Path) -> None:
-    (tmp_path / "m.yaml").write_text(MANIFESTS)
+    (tmp_path / "m.yaml").write_text(SLEEP)
     (tmp_path / "meshlib.yaml").write_text("externalHosts:\n"
                                            "  api.payments.example.com: {image: kennethreitz/httpbin}\n")
-    shutil.copytree(ROOT / "steps", tmp_path / "steps")
-    shutil.copy(ROOT / "environment.py", tmp_path)
-    (tmp_path / "features").mkdir()
-    (tmp_path / "features" / "external.feature").write_text(FEATURE)
-    env = {**os.environ, "HOME": str(tmp_path), "MESHLIB_STATE": str(tmp_path / "state" / "mesh.json")}
-    run = subprocess.run([sys.executable, "-m", "behave", "-f", "plain", "--no-timings", "--no-capture",
-                          "-D", f"manifests={tmp_path}", "-D", "mesh_config=meshlib.yaml"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=180)
+    run = run_behave(behave_project(tmp_path, {"external.feature": FEATURE}), "-D", "mesh_config=meshlib.yaml")
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-4000:]
     assert "2 scenarios passed, 0 failed" in run.stdout, out[-4000:]

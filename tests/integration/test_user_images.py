@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from meshclient import SLEEP, behave_project, isolated_env, run_behave
 
 from meshlib.errors import ConfigError
 from meshlib.local.mesh import LocalMesh
@@ -54,16 +53,7 @@ spec:
     spec:
       containers: [{name: orders, image: example/orders:1.0, ports: [{containerPort: 8080}]}]
 ---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: sleep}
-spec:
-  selector: {matchLabels: {app: sleep}}
-  template:
-    metadata: {labels: {app: sleep}}
-    spec:
-      containers: [{name: sleep, image: curlimages/curl}]
-"""
+""" + SLEEP
 
 
 @pytest.fixture
@@ -122,7 +112,6 @@ def test_bad_mesh_config_names_file_and_line(tmp_path: Path) -> None:
 
 
 # --- a mesh config runs commands only when the run names it ----------------------------------------
-ROOT = Path(__file__).resolve().parents[2]
 FEATURE = """\
 Feature: a user image
   Scenario: orders answers through the mesh
@@ -133,13 +122,9 @@ Feature: a user image
 """
 
 
-def _isolated_env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "HOME": str(tmp_path), "MESHLIB_STATE": str(tmp_path / "state" / "mesh.json")}
-
-
 def _meshlib(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "meshlib.cli", "up", "-f", "m.yaml", "--port", "0", *args],
-                            cwd=tmp_path, env=_isolated_env(tmp_path), stdout=subprocess.PIPE,
+                            cwd=tmp_path, env=isolated_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -182,7 +167,7 @@ def test_meshlib_up_with_mesh_config_prints_the_mapping_and_runs_it(files: tuple
         assert lines[0] == (f"mesh config meshlib.yaml: image example/orders runs "
                             f"{sys.executable} {config.parent / 'app.py'}")
         down = subprocess.run([sys.executable, "-m", "meshlib.cli", "get", "pods"], cwd=config.parent,
-                              env=_isolated_env(config.parent), capture_output=True, text=True, timeout=30)
+                              env=isolated_env(config.parent), capture_output=True, text=True, timeout=30)
         assert down.returncode == 0 and "orders-" in down.stdout, down.stdout + down.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -193,25 +178,14 @@ def test_meshlib_up_with_mesh_config_prints_the_mapping_and_runs_it(files: tuple
     assert proc.returncode == 0
 
 
-def _behave(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "behave", "-f", "plain", "--no-timings", "--no-capture",
-                           "-D", f"manifests={cwd}", *args], cwd=cwd, env=_isolated_env(cwd),
-                          capture_output=True, text=True, timeout=180)
-
-
 @pytest.fixture
 def project(files: tuple[Path, Path]) -> Path:
     """A behave project beside the manifests and a meshlib.yaml: meshlib's steps, one feature."""
-    root = files[1].parent
-    shutil.copytree(ROOT / "steps", root / "steps")
-    shutil.copy(ROOT / "environment.py", root)
-    (root / "features").mkdir()
-    (root / "features" / "orders.feature").write_text(FEATURE)
-    return root
+    return behave_project(files[1].parent, {"orders.feature": FEATURE})
 
 
 def test_behave_runs_a_user_image_with_mesh_config(project: Path) -> None:
-    run = _behave(project, "-D", "mesh_config=meshlib.yaml")
+    run = run_behave(project, "-D", "mesh_config=meshlib.yaml")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "1 scenario passed, 0 failed" in run.stdout
     mapping = f"mesh config meshlib.yaml: image example/orders runs {sys.executable} {project / 'app.py'}"
@@ -219,7 +193,7 @@ def test_behave_runs_a_user_image_with_mesh_config(project: Path) -> None:
 
 
 def test_behave_ignores_a_meshlib_yaml_it_was_not_given(project: Path) -> None:
-    run = _behave(project)
+    run = run_behave(project)
     assert run.returncode != 0
     out = run.stdout + run.stderr
     assert "'example/orders:1.0' has no builtin app" in out and "map it to a local command" in out, out[-3000:]
