@@ -136,11 +136,10 @@ class KubernetesBackend:
             dep = self.cluster.get(ref) or {}
             meta, spec, status = dep.get("metadata") or {}, dep.get("spec") or {}, dep.get("status") or {}
             want = spec.get("replicas", 1)
-            if (status.get("observed_generation") or status.get("observedGeneration") or 0) < meta.get(
-                    "generation", 1):
+            if status.get("observedGeneration", 0) < meta.get("generation", 1):
                 return "the controller has not seen the new spec"
-            updated = status.get("updated_replicas", status.get("updatedReplicas")) or 0
-            available = status.get("available_replicas", status.get("availableReplicas")) or 0
+            updated = status.get("updatedReplicas", 0)
+            available = status.get("availableReplicas", 0)
             if updated >= want and available >= want:
                 return None
             conditions = "; ".join(f"{c.get('type')}={c.get('status')} {c.get('message') or ''}".strip()

@@ -1,6 +1,11 @@
 """A real Kubernetes control plane on loopback for tests: etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler and kwok, whose fake nodes run the pods (kwok's stages move them to Running and Ready).
 
+kwok also serves its nodes' kubelet API (TLS, with a certificate of the test CA, on 127.0.0.1: the nodes' InternalIP
+and daemonEndpoints port), so a pod's log, exec and port-forward go through the API server as on a cluster. What they
+reach is set by kwok's objects of KWOK_DEBUG_KINDS (kwok.x-k8s.io/v1alpha1; CRDs from kwok's module): a log file in
+CRI format, a local process (run by kwok, in its environment), a local address.
+
 The binaries come from `tools/k8s/build-control-plane` (a git-ignored cache, `.cache/k8s`; its manifest.json names
 them and the Istio and Flagger CRD files). Everything listens on 127.0.0.1 only, on free ports, with a fresh temp
 dir (`meshlib-k8s-…`) for etcd's data, the certificates, tokens, kubeconfigs and the logs.
@@ -55,6 +60,14 @@ FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 # kwok's own stage files (in its Go module): nodes become Ready and keep their lease; pods become Running and Ready,
 # complete, and go away when deleted.
 KWOK_STAGES = ("kustomize/stage/node/fast", "kustomize/stage/node/heartbeat-with-lease", "kustomize/stage/pod/fast")
+# kwok's kubelet API for its fake nodes, pointed at this machine by objects of these kinds (CRDs from its module,
+# kustomize/crd): a pod's log at a file (CRI log format), exec at a local process, port-forward at a local address.
+# The Cluster… kinds select pods by namespace and name; the others are named like the one pod they configure.
+KWOK_API = "kwok.x-k8s.io/v1alpha1"
+KWOK_DEBUG_KINDS = ("ClusterLogs", "Logs", "ClusterExec", "Exec", "ClusterPortForward", "PortForward")
+
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's: the CRD files parse in ms, not 0.5 s
 
 
 class ControlPlaneError(RuntimeError):
@@ -120,26 +133,38 @@ def _die_with_parent(parent: int) -> Any:
     return preexec
 
 
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
 def install_crds(cp: ControlPlane, path: Path, timeout: float = 60.0) -> None:
     """What an Istio or Flagger install does first: create the CRDs of `path` (a file in the Go module cache; the
     ones that exist are left alone), then wait until each is Established."""
     docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8"))
             if d and d.get("kind") == "CustomResourceDefinition"]
+    create_crds(cp, docs)
+    deadline = time.monotonic() + timeout
+    while waiting := crds_not_established(cp, [doc["metadata"]["name"] for doc in docs]):
+        if time.monotonic() > deadline:
+            raise ControlPlaneError(f"CRDs {', '.join(waiting)} not Established after {timeout:g}s")
+        time.sleep(0.1)
+
+
+def create_crds(cp: ControlPlane, docs: list[dict[str, Any]]) -> None:
+    """POST each CRD; one that exists already (409) is left alone."""
     for doc in docs:
         try:
-            cp.api("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", doc)
+            cp.api("POST", CRDS, doc)
         except urllib.error.HTTPError as exc:
             if exc.code != 409:
                 raise
-    deadline = time.monotonic() + timeout
-    for doc in docs:
-        name = doc["metadata"]["name"]
-        while not any(c.get("type") == "Established" and c.get("status") == "True" for c in (cp.api(
-                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}").get("status") or {}).get(
-                "conditions") or []):
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(f"CRD {name} not Established after {timeout:g}s")
-            time.sleep(0.1)
+
+
+def crds_not_established(cp: ControlPlane, names: list[str]) -> list[str]:
+    """Those of the CRDs `names` the API server does not serve yet (one LIST)."""
+    established = {item["metadata"]["name"] for item in cp.api("GET", CRDS).get("items") or []
+                   if any(c.get("type") == "Established" and c.get("status") == "True"
+                          for c in (item.get("status") or {}).get("conditions") or [])}
+    return [name for name in names if name not in established]
 
 
 def free_port() -> int:
@@ -185,25 +210,31 @@ class _Certs:
               .sign(ca_key, hashes.SHA256()))
         self.ca_key, self.ca_cert = write_key("ca", ca_key), write_cert("ca", ca)
 
-        def serving(name: str, cn: str, dns: list[str], ips: list[str]) -> tuple[Path, Path]:
+        def issue(name: str, cn: str, dns: list[str], ips: list[str], client: bool = False) -> tuple[Path, Path]:
             key = ec.generate_private_key(ec.SECP256R1())
-            san = [x509.DNSName(n) for n in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-            cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-                    .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                    .not_valid_before(not_before).not_valid_after(not_after)
-                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                    .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                    .add_extension(x509.SubjectAlternativeName(san), critical=False)
-                    .sign(ca_key, hashes.SHA256()))
-            return write_cert(name, cert), write_key(name, key)
+            usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+            builder = (x509.CertificateBuilder()
+                       .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+                       .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+                       .not_valid_before(not_before).not_valid_after(not_after)
+                       .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                       .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+            if dns or ips:
+                san = [x509.DNSName(n) for n in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+                builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+            return write_cert(name, builder.sign(ca_key, hashes.SHA256())), write_key(name, key)
 
         first_service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
-        self.apiserver_cert, self.apiserver_key = serving(
+        self.apiserver_cert, self.apiserver_key = issue(
             "apiserver", "kube-apiserver",
             ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
              "kubernetes.default.svc.cluster.local"], [HOST, first_service_ip])
-        # kwok serves the kubelet API of its fake nodes (logs, exec, port-forward) over TLS on its own port
-        self.kubelet_cert, self.kubelet_key = serving("kwok-kubelet", "kwok-kubelet", ["localhost"], [HOST])
+        # kwok serves the kubelet API of its fake nodes (logs, exec, port-forward) over TLS on its own port; the API
+        # server checks that certificate against the CA (for the node's InternalIP, 127.0.0.1) and shows its own
+        # client certificate, as it does to a kubelet (kwok does not ask for one)
+        self.kubelet_cert, self.kubelet_key = issue("kwok-kubelet", "kwok-kubelet", ["localhost"], [HOST])
+        self.kubelet_client_cert, self.kubelet_client_key = issue(
+            "apiserver-kubelet-client", "kube-apiserver-kubelet-client", [], [], client=True)
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.sa_key = write_key("service-account", sa_key)
         self.sa_pub = d / "service-account.pub"
@@ -363,6 +394,12 @@ class ControlPlane:
             # has no endpoints (nothing runs in a pod that could use them)
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true", "--profiling=false", f"--cert-dir={pki}",
+            # logs, exec and port-forward go from here to the pod's node (kwok) as to a kubelet: at the node's
+            # InternalIP (127.0.0.1) and daemonEndpoints port, over TLS checked against the CA
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={certs.ca_cert}",
+            f"--kubelet-client-certificate={certs.kubelet_client_cert}",
+            f"--kubelet-client-key={certs.kubelet_client_key}",
         ])
         self._wait("kube-apiserver", deadline, lambda: self._http_ok(f"{self.server}/readyz", token=self.admin_token))
 
@@ -385,14 +422,22 @@ class ControlPlane:
             f"--config={scheduler_config}", f"--bind-address={HOST}",
             f"--secure-port={self.ports['kube-scheduler']}", f"--cert-dir={self.dir / 'kube-scheduler'}",
         ])
+        kwok_crds = self._kwok_crds()
+        create_crds(self, kwok_crds)  # Established while the controllers start
         kwok_config = self.dir / "kwok.yaml"
         kwok_config.write_text(self._kwok_stages())
+        # kwok watches its debugging kinds only if their CRDs are served when it starts
+        self._wait("kube-apiserver", deadline, lambda: not crds_not_established(
+            self, [doc["metadata"]["name"] for doc in kwok_crds]), what="kwok's CRDs to be Established")
         self._spawn("kwok", [
             f"--kubeconfig={self.dir / 'kwok.kubeconfig'}", f"--config={kwok_config}",
             "--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=" + "=".join(FAKE_NODE_ANNOTATION),
+            # the node stage writes these into the node's status: addresses (InternalIP) and daemonEndpoints
             f"--node-ip={HOST}", f"--node-port={self.ports['kwok']}",
+            # the kubelet API (and /healthz): TLS and plain HTTP on the one port
             f"--server-address={HOST}:{self.ports['kwok']}",
             f"--tls-cert-file={certs.kubelet_cert}", f"--tls-private-key-file={certs.kubelet_key}",
+            "--enable-crds=" + ",".join(KWOK_DEBUG_KINDS),
             "--node-lease-duration-seconds=40", f"--cidr={POD_CIDR}",
         ], env={"HOME": str(self.dir / "home")})  # kwok also reads ~/.kwok/kwok.yaml: keep the user's out
 
@@ -547,6 +592,20 @@ class ControlPlane:
             for resource in kustomization["resources"]:
                 docs.append((d / resource).read_text(encoding="utf-8"))
         return "\n---\n".join(docs)
+
+    def _kwok_crds(self) -> list[dict[str, Any]]:
+        """The CRDs of KWOK_DEBUG_KINDS, read from kwok's module (kustomize/crd lists its CRD files)."""
+        d = self.build.kwok_module / "kustomize" / "crd"
+        kustomization = yaml.safe_load((d / "kustomization.yaml").read_text(encoding="utf-8"))
+        docs = [doc for resource in kustomization["resources"]
+                for doc in yaml.load_all((d / resource).read_text(encoding="utf-8"), Loader=_YAML_LOADER)
+                if doc and doc.get("kind") == "CustomResourceDefinition"
+                and doc["spec"]["names"]["kind"] in KWOK_DEBUG_KINDS]
+        missing = set(KWOK_DEBUG_KINDS) - {doc["spec"]["names"]["kind"] for doc in docs}
+        if missing:
+            raise ControlPlaneError(f"kwok's module {self.build.kwok_module} has no CRD for "
+                                    f"{', '.join(sorted(missing))}")
+        return docs
 
     def _write_tokens_and_kubeconfigs(self, certs: _Certs) -> None:
         assert self.dir is not None
