@@ -23,11 +23,19 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from types import ModuleType
 
 import numpy as np
-from scipy import stats as _sp
 
 from meshlib.errors import MeshlibError
+
+
+def _sp() -> ModuleType:
+    """scipy.stats, imported when a check first needs it: the import costs about a second, which every run that
+    loads the step library would pay otherwise."""
+    from scipy import stats
+
+    return stats
 
 DEFAULT_ALPHA: float = 0.01
 """Default false-failure rate: a correct mesh fails a statistical check with probability at most 1%.
@@ -317,7 +325,7 @@ def binomial_check(
     m = _misroute(misroute)
 
     exact = p0 in (0.0, 1.0)
-    test = _sp.binomtest(k, n, p0 if not exact else 0.5)
+    test = _sp().binomtest(k, n, p0 if not exact else 0.5)
     ci_result = test.proportion_ci(confidence_level=1.0 - a, method="exact")
     ci = (float(ci_result.low), float(ci_result.high))
     acceptance = acceptance_region(n, p0, a)
@@ -472,7 +480,7 @@ def multinomial_check(
     statistic = float(np.sum((f_obs - f_exp) ** 2 / f_exp))
     dof = len(positive) - 1
     if float(f_exp.min()) >= MIN_EXPECTED_COUNT:
-        result = _sp.chisquare(f_obs, f_exp)
+        result = _sp().chisquare(f_obs, f_exp)
         statistic = float(result.statistic)
         p_value = float(result.pvalue)
         method = f"chi-square goodness-of-fit test ({dof} degree{'s' if dof != 1 else ''} of freedom)"
@@ -649,7 +657,7 @@ def _acceptance(n: int, p0: float, alpha: float) -> tuple[int, int]:
     start = max(0, math.floor(n * p0 - 15.0 * sd - 50.0))
     stop = min(n, math.ceil(n * p0 + 15.0 * sd + 50.0))
     ks = np.arange(start, stop + 1)
-    pmf = _sp.binom.pmf(ks, n, p0)
+    pmf = _sp().binom.pmf(ks, n, p0)
     ordered = np.sort(pmf)
     cumulative = np.cumsum(ordered)
     index = np.searchsorted(ordered, pmf * _RELATIVE_ERROR, side="right")
@@ -672,7 +680,7 @@ def _misroute_power(n: int, p0: float, misroute: float, alpha: float) -> tuple[f
     low, high = _acceptance(n, p0, alpha)
     best: tuple[float, float] | None = None
     for p1 in _alternatives(p0, misroute):
-        kept = float(_sp.binom.cdf(high, n, p1) - (_sp.binom.cdf(low - 1, n, p1) if low > 0 else 0.0))
+        kept = float(_sp().binom.cdf(high, n, p1) - (_sp().binom.cdf(low - 1, n, p1) if low > 0 else 0.0))
         power = min(1.0, max(0.0, 1.0 - kept))
         if best is None or power < best[0]:
             best = (power, p1)
@@ -692,14 +700,14 @@ def _neyman_pearson_bound(n: int, p0: float, misroute: float, alpha: float) -> f
             q0, q1 = p0, p1
         else:  # mirror: count the non-matching requests instead
             q0, q1 = 1.0 - p0, 1.0 - p1
-        c = int(_sp.binom.isf(alpha, n, q0))
-        while c > -1 and _sp.binom.sf(c - 1, n, q0) <= alpha:
+        c = int(_sp().binom.isf(alpha, n, q0))
+        while c > -1 and _sp().binom.sf(c - 1, n, q0) <= alpha:
             c -= 1
-        while _sp.binom.sf(c, n, q0) > alpha:
+        while _sp().binom.sf(c, n, q0) > alpha:
             c += 1
-        at_c = float(_sp.binom.pmf(c, n, q0))
-        gamma = 0.0 if at_c == 0.0 else min(1.0, max(0.0, (alpha - float(_sp.binom.sf(c, n, q0))) / at_c))
-        side = float(_sp.binom.sf(c, n, q1)) + gamma * float(_sp.binom.pmf(c, n, q1))
+        at_c = float(_sp().binom.pmf(c, n, q0))
+        gamma = 0.0 if at_c == 0.0 else min(1.0, max(0.0, (alpha - float(_sp().binom.sf(c, n, q0))) / at_c))
+        side = float(_sp().binom.sf(c, n, q1)) + gamma * float(_sp().binom.pmf(c, n, q1))
         bound = min(bound, side)
     return bound
 
@@ -778,7 +786,7 @@ def _distribution_power(
 
 
 def _clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
-    ci = _sp.binomtest(k, n).proportion_ci(confidence_level=1.0 - alpha, method="exact")
+    ci = _sp().binomtest(k, n).proportion_ci(confidence_level=1.0 - alpha, method="exact")
     return (float(ci.low), float(ci.high))
 
 
