@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+import meshlib
 from meshlib import cliargs
 from meshlib.config.analyze import CODES, ERROR, Finding, analyze
 from meshlib.config.loader import STDIN, expand_paths, read_stdin
@@ -33,6 +34,7 @@ def _common(p: argparse.ArgumentParser, files_required: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cliargs.OneLineParser(prog="meshlib", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"meshlib {meshlib.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("analyze", help="report configuration problems, like istioctl analyze")

@@ -503,3 +503,10 @@ def test_analyze_and_get_speak_json_and_yaml(tmp_path: Path, capsys: pytest.Capt
     import yaml
 
     assert yaml.safe_load(capsys.readouterr().out)[0]["name"] == "NotModelled"
+
+
+def test_version_prints_the_installed_release(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"meshlib {version('meshlib')}\n"
