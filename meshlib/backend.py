@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from meshlib.config.store import ConfigStore
+from meshlib.errors import MeshlibError
 from meshlib.local.envoy.records import Served
 from meshlib.local.mesh import LocalMesh
 from meshlib.local.meshconfig import MeshConfig
@@ -128,3 +129,27 @@ class LocalBackend:
 
     def close(self) -> None:
         self.mesh.close()
+
+
+def open_backend(kind: str, namespace: str, istio_version: str | None = None, *, seed: str | int | None = None,
+                 time_scale: float = 1.0, config: MeshConfig | None = None, context: str | None = None,
+                 allowed_contexts: str | None = None, kubeconfig: str | None = None,
+                 gateway_url: str | None = None) -> Backend:
+    """The backend a run asked for, from its settings as written (behave userdata, pytest options): `local` (the
+    embedded mesh) or `kubernetes` (a cluster named in the allowlist). Bad settings are one-line MeshlibErrors."""
+    if kind == "kubernetes":
+        from meshlib.kube.backend import KubernetesBackend  # the kubernetes client only for runs that use it
+        from meshlib.kube.contexts import parse_allowlist
+
+        return KubernetesBackend(namespace, context=context or None, allowed=parse_allowlist(allowed_contexts),
+                                 kubeconfig=kubeconfig or None, istio_version=istio_version,
+                                 gateway_url=gateway_url or None)
+    if kind != "local":
+        raise MeshlibError(f"backend {kind!r}: use local (the embedded mesh) or kubernetes")
+    if seed in (None, "", "random"):
+        fixed = None
+    elif isinstance(seed, int) or str(seed).isdigit():
+        fixed = int(seed)
+    else:
+        raise MeshlibError(f"seed {seed!r}: use a whole number, or 'random' for a fresh seed per run")
+    return LocalBackend(namespace, istio_version, seed=fixed, time_scale=time_scale, config=config)
