@@ -3,6 +3,7 @@ message, the istio_version marker gates like behave's tag, and a test's notes re
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -77,3 +78,16 @@ def test_failures_skips_and_notes_read_as_a_user_needs_them(tmp_path: Path) -> N
     notes = out.split("meshlib notes", 1)[-1]
     assert "test_checks.py::test_an_underpowered_split_check_leaves_a_note: " in notes, out[-4000:]
     assert "cannot reliably tell" in notes, out[-4000:]
+
+
+def test_with_allure_pytest_every_check_attaches_its_evidence(tmp_path: Path) -> None:
+    (tmp_path / "test_release.py").write_text(readme_example())
+    results = tmp_path / "allure-results"
+    run = run_pytest(tmp_path, f"--alluredir={results}", "test_release.py")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    [result] = [json.loads(p.read_text()) for p in results.glob("*-result.json")]
+    names = [a["name"] for a in result.get("attachments", [])]
+    assert any(n.startswith("300 requests through the ingress gateway") for n in names), names
+    assert any("catalog v2" in n for n in names), names  # the split check's table
+    for attachment in result["attachments"]:
+        assert (results / attachment["source"]).stat().st_size > 0
