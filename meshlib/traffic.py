@@ -1,7 +1,8 @@
 """The load driver: bounded batches of real HTTP requests over aiohttp, recorded one by one.
 
 A batch is bounded in count and in time; requests go only to loopback addresses handed out by the backend.
-`BackgroundTraffic` keeps a steady rate flowing in its own thread until stopped.
+`BackgroundTraffic` keeps a steady rate flowing in its own thread until stopped. A target that carries a `runner`
+is sent by that runner instead (a backend's own way of sending a batch, e.g. one `curl` exec in a client pod).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +28,18 @@ MAX_RATE = 100_000
 
 @dataclass(frozen=True)
 class Target:
-    """Where requests go: a URL on loopback, the Host to send, and an optional explicit proxy (a sidecar)."""
+    """Where requests go: a URL on loopback, the Host to send, and an optional explicit proxy (a sidecar).
+
+    `runner`, when set, sends a whole batch itself and returns its responses in plan order (one per request, each
+    with the x-request-id it carried): for requests that must leave from somewhere aiohttp cannot reach, such as
+    a client pod on a cluster.
+    """
 
     url: str  # e.g. http://127.0.0.1:30000/api/catalog, or http://catalog.istioinaction/items with a proxy
     host: str | None = None
     proxy: str | None = None
     label: str = ""  # for people: "through the ingress gateway", "from webapp"
+    runner: Callable[[Plan], list[Response]] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -116,6 +123,9 @@ async def run_batch(target: Target, plan: Plan, stop: threading.Event | None = N
     Responses are appended to `results` (a new list by default) as they arrive.
     """
     results = [] if results is None else results
+    if target.runner is not None:
+        results.extend(await asyncio.to_thread(target.runner, plan))
+        return results
     deadline = time.monotonic() + (plan.seconds if plan.seconds is not None else MAX_SECONDS)
     limit = plan.count if plan.count is not None else MAX_REQUESTS
     issued = 0

@@ -2,15 +2,25 @@
 the run's namespace, each object labelled with the run, and `close()` removes exactly what the run created.
 
 What the run may change: namespaced objects in its namespace (created, and removed at the end, if it did not exist;
-labelled for injection). Cluster-scoped objects and other namespaces are refused at the step, with the reason.
-Steps this backend cannot serve yet say "not supported on the kubernetes backend: …" instead of failing oddly.
+labelled for injection), and a Telemetry resource there that turns the sidecars' access logs on (when Istio's CRDs
+are installed). Cluster-scoped objects and other namespaces are refused at the step, with the reason.
+
+Traffic: through the ingress gateway at `gateway_url` when the user has one (NodePort, LoadBalancer, a port-forward
+of their own), else through a local port whose every connection is a port-forward to a ready pod of the gateway's
+Deployment (`cluster.LocalForward`); from inside the mesh as one `curl` exec per batch in a pod of the client
+workload (`meshlib.kube.curl`). Which pod served a request comes from the destination sidecars' access logs, read
+at `settle()` (`meshlib.kube.accesslogs`); Envoy's config dump and metrics from each pod's admin and merged-metrics
+ports over port-forward. Steps this backend cannot serve yet say "not supported on the kubernetes backend: …"
+instead of failing oddly.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import re
 import secrets
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,11 +29,13 @@ from meshlib.config.kinds import Resource
 from meshlib.config.loader import Document, load_documents, parse_documents
 from meshlib.config.store import ConfigStore
 from meshlib.errors import MeshlibError
-from meshlib.kube.cluster import Cluster, ClusterError, Ref
+from meshlib.kube import curl
+from meshlib.kube.accesslogs import ServedIndex
+from meshlib.kube.cluster import Cluster, ClusterError, LocalForward, NotFound, Ref
 from meshlib.kube.contexts import connect
 from meshlib.local.envoy.records import Served
 from meshlib.profile import profile_for
-from meshlib.traffic import Target
+from meshlib.traffic import Plan, Response, Target
 from meshlib.xds import ProxyConfig, build_proxy_config
 
 RUN_LABEL = "meshlib.io/run"
@@ -33,6 +45,16 @@ ISTIOD = Ref("apps/v1", "Deployment", "istiod", "istio-system")
 ROLLOUT_TIMEOUT = 180.0
 NAMESPACE_TIMEOUT = 120.0
 PROXY_CONTAINER = "istio-proxy"
+INGRESS = ("istio-ingressgateway", "istio-system", 8080)  # the gateway's Deployment, its namespace, its HTTP port
+ENVOY_ADMIN_PORT = 15000  # the sidecar's Envoy admin (on the pod's localhost: a port-forward reaches it)
+MERGED_METRICS_PORT = 15020  # pilot-agent's merged Istio + Envoy + app metrics, /stats/prometheus
+TELEMETRY_NAME = "meshlib-access-logs"
+TELEMETRY_APIS = ("telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1")  # v1 since Istio 1.22
+# Istio starts Envoy with --file-flush-interval-msec 1000: a request's access-log line can reach the container's log
+# up to a second after the answer
+LOG_FLUSH_WAIT = 1.5
+LOG_OVERLAP = 10  # seconds each read of a sidecar's log reaches back before the previous read (lines count once)
+LOG_LIMIT = 32 << 20  # bytes of one sidecar's log per read
 
 
 class NotSupported(MeshlibError):
@@ -53,18 +75,38 @@ class KubernetesBackend:
 
     def __init__(self, namespace: str, *, context: str | None, allowed: tuple[str, ...],
                  kubeconfig: str | Path | None = None, istio_version: str | None = None,
-                 rollout_timeout: float = ROLLOUT_TIMEOUT) -> None:
+                 rollout_timeout: float = ROLLOUT_TIMEOUT, gateway_url: str | None = None,
+                 ingress: tuple[str, str, int] = INGRESS, log_flush_wait: float = LOG_FLUSH_WAIT) -> None:
+        """`gateway_url`: where the ingress gateway answers (http://NODE:NODEPORT, a LoadBalancer, a port-forward of
+        the user's own); without it, a port-forward to a ready pod of `ingress` (Deployment, namespace, port)."""
+        if gateway_url is not None and not re.match(r"https?://[^/\s]+/?$", gateway_url):
+            raise MeshlibError(f"gateway_url {gateway_url!r}: give the gateway's scheme, host and port, such as "
+                               "http://192.168.49.2:30080")
         target = connect(context, allowed, kubeconfig)
         self.context = target.context
         self.cluster = Cluster(target.api, target.server)
         self.namespace = namespace
         self.run_id = secrets.token_hex(6)
         self.rollout_timeout = rollout_timeout
+        self.gateway_url = gateway_url.rstrip("/") if gateway_url else None
+        self.ingress = ingress
+        self.log_flush_wait = log_flush_wait
         self.istio_version = istio_version or self._istiod_version()
         self._store = ConfigStore(profile_for(self.istio_version))
         self._created: list[Ref] = []
         self._owned_namespace = False
+        self._forwards: dict[tuple[str, int], LocalForward] = {}
+        self._served = ServedIndex()
+        self._started = time.monotonic()
+        self._last_log_read: float | None = None
+        self._sent_since_settle = False
+        self._telemetry: Ref | None = None
         self._ensure_namespace()
+        try:
+            self.access_logs = self._enable_access_logs()
+        except MeshlibError:
+            self.close()  # the namespace it may just have made
+            raise
 
     # --- what the run may touch ----------------------------------------------------------------------
     def _istiod_version(self) -> str | None:
@@ -86,6 +128,24 @@ class KubernetesBackend:
             self.cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {
                 "name": self.namespace, "labels": {**INJECTION, RUN_LABEL: self.run_id}}}, None)
             self._owned_namespace = True
+
+    def _enable_access_logs(self) -> str | None:
+        """Turn the sidecars' access logs on for the run's namespace (Telemetry, provider `envoy`: Istio's TEXT lines
+        on the istio-proxy container's stdout) when Istio's CRDs are installed; the resource's apiVersion, or None.
+        A Telemetry of that name the run did not make is left alone."""
+        api = next((a for n, a in enumerate(TELEMETRY_APIS) if self.cluster.serves(a, "Telemetry", refresh=n == 0)),
+                   None)
+        if api is None:
+            return None
+        ref = Ref(api, "Telemetry", TELEMETRY_NAME, self.namespace)
+        live = self.cluster.get(ref)
+        if live is not None and ((live.get("metadata") or {}).get("labels") or {}).get(RUN_LABEL) != self.run_id:
+            return api
+        self.cluster.apply({"apiVersion": api, "kind": "Telemetry", "metadata": {
+            "name": TELEMETRY_NAME, "namespace": self.namespace, "labels": {RUN_LABEL: self.run_id}},
+            "spec": {"accessLogging": [{"providers": [{"name": "envoy"}]}]}}, self.namespace)
+        self._telemetry = ref  # the run's own: not among what its steps applied (delete_kind leaves it alone)
+        return api
 
     def _body(self, res: Resource) -> tuple[dict[str, Any], str | None]:
         if not self.cluster.namespaced(res.api_version, res.kind):
@@ -175,14 +235,19 @@ class KubernetesBackend:
         return len(mine)
 
     def close(self) -> None:
-        """Remove what the run created (newest first), then its namespace if the run made it."""
+        """Close the run's port-forwards, then remove what it created (newest first), then its namespace if the run
+        made it."""
+        for forward in self._forwards.values():
+            forward.close()
+        self._forwards.clear()
         errors: list[str] = []
-        for ref in reversed(self._created):
+        for ref in [*reversed(self._created), *([self._telemetry] if self._telemetry else [])]:
             try:
                 self.cluster.delete(ref)
             except ClusterError as exc:
                 errors.append(str(exc))
         self._created.clear()
+        self._telemetry = None
         if self._owned_namespace:
             try:
                 self.cluster.delete(Ref("v1", "Namespace", self.namespace, None))
@@ -200,18 +265,30 @@ class KubernetesBackend:
             raise MeshlibError(f"no Canary {name} in namespace {namespace}")
         return dict(live.get("status") or {})
 
-    def logs(self, workload: str, namespace: str, container: str | None = None,
-             since: datetime | None = None) -> list[str]:
+    def _pods(self, workload: str, namespace: str) -> list[dict[str, Any]]:
+        """The pods of the workload's Deployment (by its selector), by name."""
         dep = self.cluster.get(Ref("apps/v1", "Deployment", workload, namespace))
         if dep is None:
             raise MeshlibError(f"no Deployment {workload} in namespace {namespace}")
         match = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
         selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
+        return sorted(self.cluster.list("v1", "Pod", namespace, selector), key=lambda p: p["metadata"]["name"])
+
+    def _ready_pods(self, workload: str, namespace: str, hint: str = "") -> list[dict[str, Any]]:
+        """The workload's pods that are Ready and not being deleted; MeshlibError saying what the pods are else."""
+        pods = self._pods(workload, namespace)
+        ready = [p for p in pods if _ready(p)]
+        if not ready:
+            states = ", ".join(f"{p['metadata']['name']} {_state(p)}" for p in pods[:5]) or "no pods"
+            raise MeshlibError(f"no ready pod of Deployment {workload} in namespace {namespace} ({states}){hint}")
+        return ready
+
+    def logs(self, workload: str, namespace: str, container: str | None = None,
+             since: datetime | None = None) -> list[str]:
         seconds = None if since is None else max(1, int((datetime.now(UTC) - since).total_seconds()) + 1)
         lines: list[str] = []
-        for pod in self.cluster.list("v1", "Pod", namespace, selector):
-            names = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
-            name = container or next((n for n in names if n != PROXY_CONTAINER), PROXY_CONTAINER)
+        for pod in self._pods(workload, namespace):
+            name = container or _app_container(pod)
             text = self.cluster.pod_log(pod["metadata"]["name"], namespace, name, seconds)
             lines += text.splitlines()
         return lines
@@ -227,24 +304,151 @@ class KubernetesBackend:
     def echoed_hosts(self) -> dict[str, int]:
         return {}  # a cluster's external hosts are the real ones
 
-    def settle(self) -> None:
-        return None
-
-    # --- not yet ------------------------------------------------------------------------------------
+    # --- Backend: traffic ---------------------------------------------------------------------------
     def gateway(self, host: str, path: str) -> Target:
-        raise NotSupported("sending requests through the ingress gateway")
+        """Requests to the ingress gateway with `Host: host`: at gateway_url, or through a local port-forward to a
+        ready pod of the gateway (the pod is chosen again for each batch)."""
+        self._sent_since_settle = True
+        base = self.gateway_url or self._ingress_forward().url
+        return Target(base + path, host=host, label="through the ingress gateway")
+
+    def _ingress_forward(self) -> LocalForward:
+        workload, namespace, port = self.ingress
+        try:
+            pod = self._ready_pods(workload, namespace, ": the ingress gateway has no pod to forward to")[0]
+        except MeshlibError as exc:
+            raise MeshlibError(f"{exc}; sending through the ingress gateway needs Istio's ingress gateway there, or "
+                               "-D gateway_url=URL where it answers (a NodePort, a LoadBalancer, your own "
+                               "port-forward)") from None
+        name = pod["metadata"]["name"]
+        forward = self._forwards.get((namespace, port))
+        if forward is None:
+            forward = self._forwards[(namespace, port)] = LocalForward(self.cluster, name, namespace, port)
+        forward.pod = name
+        return forward
 
     def from_workload(self, workload: str, namespace: str, url: str) -> Target:
-        raise NotSupported(f"sending requests from {workload} (exec in a client pod)")
+        """Requests to `url` from inside a pod of `workload`: the whole batch as one curl exec in its app container
+        (curl must be there: the walkthrough's sleep client, curlimages/curl, has it)."""
+        pod = self._ready_pods(workload, namespace)[0]
+        name, container = pod["metadata"]["name"], _app_container(pod)
+        self._sent_since_settle = True
+
+        def run(plan: Plan) -> list[Response]:
+            return self._exec_batch(workload, name, namespace, container, url, plan)
+        return Target(url, label=f"from {workload}", runner=run)
+
+    def _exec_batch(self, workload: str, pod: str, namespace: str, container: str, url: str,
+                    plan: Plan) -> list[Response]:
+        count = curl.check(plan)
+        ids = curl.request_ids(count)
+        boundary = curl.new_boundary()
+        what = f"sending {count} requests from {workload} (pod {pod}) to {url}"
+        ran = self.cluster.exec(pod, namespace, container, curl.batch_command(url, None, plan, ids, boundary),
+                                timeout=curl.exec_timeout(plan))
+        if ran.exit_code != 0:
+            raise ClusterError(f"{what}: the batch exited with {ran.exit_code}: "
+                               f"{' '.join(ran.stderr.split())[:300] or 'no message'}")
+        return curl.parse_batch(ran.stdout, plan, ids, boundary, what)
+
+    # --- Backend: what the proxies saw --------------------------------------------------------------
+    def settle(self) -> None:
+        """Read the sidecars' access logs of the run's namespace once (after Envoy's flush interval when traffic was
+        sent since the last read): each pod with an istio-proxy container, from a little before the last read."""
+        pods = [p for p in self.cluster.list("v1", "Pod", self.namespace)
+                if _has_proxy(p) and (p.get("status") or {}).get("phase") != "Pending"]
+        sent, self._sent_since_settle = self._sent_since_settle, False
+        if not pods:
+            return
+        if sent and self.log_flush_wait > 0:
+            time.sleep(self.log_flush_wait)
+        now = time.monotonic()
+        since = int(now - (self._last_log_read if self._last_log_read is not None else self._started)) + LOG_OVERLAP
+        for pod in pods:
+            name = pod["metadata"]["name"]
+            try:
+                text = self.cluster.pod_log(name, self.namespace, PROXY_CONTAINER, since, limit_bytes=LOG_LIMIT,
+                                            timeout=30)
+            except NotFound:
+                continue  # gone since the list
+            except ClusterError:
+                if (pod.get("status") or {}).get("phase") == "Running":
+                    raise
+                continue  # a pod that has ended may have no log left to read
+            self._served.add(name, pod, text)
+        self._last_log_read = now
 
     def served(self, request_id: str) -> list[Served]:
-        raise NotSupported("telling which pod served a request (from the sidecars' access logs)")
+        """The pods whose sidecars logged the request as inbound (by x-request-id), as read at the last settle()."""
+        return self._served.served(request_id)
 
     def config_dump(self, workload: str, namespace: str) -> dict[str, Any]:
-        raise NotSupported(f"reading the Envoy config of {workload}'s proxy (its admin /config_dump)")
+        """The running Envoy's own /config_dump (with endpoints) of a ready pod of the workload, from its admin port
+        over a port-forward."""
+        pod = self._ready_pods(workload, namespace)[0]["metadata"]["name"]
+        body = self._admin_get(pod, namespace, ENVOY_ADMIN_PORT, "/config_dump?include_eds", "Envoy admin")
+        try:
+            dump = json.loads(body)
+        except ValueError:
+            raise MeshlibError(f"the Envoy admin of pod {pod} in namespace {namespace} answered /config_dump with "
+                               f"something that is not JSON ({body[:80]!r})") from None
+        if not isinstance(dump, dict):
+            raise MeshlibError(f"the Envoy admin of pod {pod} in namespace {namespace} answered /config_dump with "
+                               "JSON that is not an object")
+        return dump
 
     def metrics_text(self, workload: str, namespace: str) -> str:
-        raise NotSupported(f"reading the metrics of {workload}'s proxies")
+        """Each running pod's merged metrics (pilot-agent's :15020/stats/prometheus), one after the other."""
+        texts = []
+        for pod in self._pods(workload, namespace):
+            if (pod.get("status") or {}).get("phase") != "Running" or (pod.get("metadata") or {}).get(
+                    "deletionTimestamp"):
+                continue
+            text = self._admin_get(pod["metadata"]["name"], namespace, MERGED_METRICS_PORT, "/stats/prometheus",
+                                   "merged metrics endpoint").decode("utf-8", "replace")
+            texts.append(text if text.endswith("\n") or not text else text + "\n")
+        return "".join(texts)
 
+    def _admin_get(self, pod: str, namespace: str, port: int, path: str, what: str) -> bytes:
+        status, body = self.cluster.http_get(pod, namespace, port, path, timeout=30)
+        if status != 200:
+            raise MeshlibError(f"the {what} of pod {pod} in namespace {namespace} answered {path} with HTTP {status}: "
+                               f"{' '.join(body[:200].decode('utf-8', 'replace').split())}")
+        return body
+
+    # --- not yet ------------------------------------------------------------------------------------
     def canary_history(self, name: str, namespace: str) -> list[dict[str, Any]]:
         raise NotSupported(f"the analysis history of Canary {name} (watching its status over time)")
+
+
+def _containers(pod: dict[str, Any]) -> list[str]:
+    return [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
+
+
+def _has_proxy(pod: dict[str, Any]) -> bool:
+    """Whether the pod has Istio's sidecar: a container, or an init container (Istio's native sidecars)."""
+    spec = pod.get("spec") or {}
+    return any(c.get("name") == PROXY_CONTAINER for c in [*(spec.get("containers") or []),
+                                                           *(spec.get("initContainers") or [])])
+
+
+def _app_container(pod: dict[str, Any]) -> str:
+    """The app's container: the first that is not the sidecar."""
+    names = _containers(pod)
+    return next((n for n in names if n != PROXY_CONTAINER), PROXY_CONTAINER)
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    status = pod.get("status") or {}
+    return status.get("phase") == "Running" and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def _state(pod: dict[str, Any]) -> str:
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return "terminating"
+    status = pod.get("status") or {}
+    return f"{status.get('phase') or 'unknown'}, not ready" if status.get("phase") == "Running" else str(
+        status.get("phase") or "unknown")

@@ -1,5 +1,6 @@
 """The one place that talks to the Kubernetes API (official client): apply, delete, wait, read, and the streams a
-kubelet serves through the API server (a pod's log, exec, port-forward).
+kubelet serves through the API server (a pod's log, exec, port-forward), with `LocalForward`: a port on 127.0.0.1
+whose every connection is a port-forward to a pod.
 
 Every API failure becomes one `ClusterError` line that says what was asked, what the API server answered and what
 to do: forbidden (403), an unknown kind (its CRD is not installed), a field another manager owns (server-side apply
@@ -8,9 +9,13 @@ conflict), an unreachable server. Nothing else in meshlib imports `kubernetes`.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import select
 import shlex
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -162,14 +167,15 @@ class Cluster:
             self._dynamic = self._call("read the API server's kinds", lambda: DynamicClient(self.api))
         return self._dynamic
 
-    def _resource(self, api_version: str, kind: str) -> Any:
+    def _resource(self, api_version: str, kind: str, refresh: bool = True) -> Any:
         """The API's description of a kind; the kinds are read again once when it is missing (a CRD installed
-        since the client read them)."""
+        since the client read them, or since another process cached them), unless `refresh` is False."""
         kinds = self.dynamic.resources
         try:
             return kinds.get(api_version=api_version, kind=kind)
         except ResourceNotFoundError:
-            self._call("read the API server's kinds", kinds.invalidate_cache)
+            if refresh:
+                self._call("read the API server's kinds", kinds.invalidate_cache)
         try:
             return kinds.get(api_version=api_version, kind=kind)
         except ResourceNotFoundError:
@@ -184,6 +190,17 @@ class Cluster:
 
     def namespaced(self, api_version: str, kind: str) -> bool:
         return bool(self._resource(api_version, kind).namespaced)
+
+    def serves(self, api_version: str, kind: str, refresh: bool = True) -> bool:
+        """Whether the API server knows the kind (its CRD is installed), without an error when it does not;
+        `refresh=False` trusts the kinds as last read (just read for another version of the kind, say)."""
+        try:
+            self._resource(api_version, kind, refresh)
+        except ClusterError as exc:
+            if "does not know" in str(exc):
+                return False
+            raise
+        return True
 
     def apply(self, body: dict[str, Any], namespace: str | None) -> dict[str, Any]:
         """Server-side apply as field manager `meshlib`; conflicts are not forced."""
@@ -228,10 +245,14 @@ class Cluster:
                 raise ClusterError(f"{what}: not done after {timeout:g}s: {waiting_for}")
             time.sleep(poll)
 
-    def pod_log(self, pod: str, namespace: str, container: str | None, since_seconds: int | None) -> str:
+    def pod_log(self, pod: str, namespace: str, container: str | None, since_seconds: int | None,
+                limit_bytes: int | None = None, timeout: float = 60.0) -> str:
+        """A container's log (the last `since_seconds`; of that, the first `limit_bytes`), in one request of at most
+        `timeout` seconds."""
         core = client.CoreV1Api(self.api)
         return self._call(f"read the log of pod {pod} in namespace {namespace}", lambda: core.read_namespaced_pod_log(
-            pod, namespace, container=container, since_seconds=since_seconds, timestamps=False))
+            pod, namespace, container=container, since_seconds=since_seconds, timestamps=False,
+            limit_bytes=limit_bytes, _request_timeout=timeout))
 
     # --- streams: what a kubelet serves through the API server (websockets, as the client speaks them) ------
     def _stream_api(self) -> client.CoreV1Api:
@@ -270,21 +291,28 @@ class Cluster:
             core.api_client.close()
         return Executed(stdout, stderr, _exit_code(what, status))
 
-    @contextmanager
-    def port_forward(self, pod: str, namespace: str, port: int) -> Iterator[ForwardedPort]:
-        """One TCP connection to `port` of the pod, through the API server's port-forward websocket; closed on
-        exit. The pod side does not end the stream when its server closes the connection (the kubelet keeps it
-        until the client closes), so read answers by their length, not to the end."""
+    def open_port(self, pod: str, namespace: str, port: int) -> ForwardedPort:
+        """One TCP connection to `port` of the pod, through the API server's port-forward websocket; the caller
+        closes it. The pod side does not end the stream when its server closes the connection (the kubelet keeps
+        it until the client closes), so read answers by their length, not to the end."""
         what = f"forward port {port} of pod {pod} in namespace {namespace}"
         core = self._stream_api()
-        pf: PortForward = self._call(what, lambda: portforward(
-            core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)))
-        forwarded = ForwardedPort(what, pf, port)
+        try:
+            pf: PortForward = self._call(what, lambda: portforward(
+                core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port)))
+        except BaseException:
+            core.api_client.close()
+            raise
+        return ForwardedPort(what, pf, port, on_close=core.api_client.close)
+
+    @contextmanager
+    def port_forward(self, pod: str, namespace: str, port: int) -> Iterator[ForwardedPort]:
+        """`open_port`, closed on exit."""
+        forwarded = self.open_port(pod, namespace, port)
         try:
             yield forwarded
         finally:
             forwarded.close()
-            core.api_client.close()
 
     def http_get(self, pod: str, namespace: str, port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
         """GET `path` from `port` of the pod over a port-forward (HTTP/1.1, one request): its status and body.
@@ -308,12 +336,13 @@ class ForwardedPort:
     """A connection to a pod's port: `socket` is socket-like (send/recv/settimeout); `error()` is what the pod's
     side reported on the port's error channel (the kubelet could not connect, say), None while it reported nothing."""
 
-    def __init__(self, what: str, pf: PortForward, port: int) -> None:
+    def __init__(self, what: str, pf: PortForward, port: int, on_close: Callable[[], Any] | None = None) -> None:
         self.what = what
         self._pf = pf
         self.port = port
         self.socket = pf.socket(port)
         self.socket.setblocking(True)
+        self._on_close = on_close
 
     def error(self) -> str | None:
         return self._pf.error(self.port)
@@ -321,3 +350,141 @@ class ForwardedPort:
     def close(self) -> None:
         """Closing our end makes the client's proxy thread close the websocket."""
         self.socket.close()
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            with contextlib.suppress(Exception):
+                on_close()
+
+
+MAX_FORWARDED = 256  # port-forward streams open at once through one LocalForward; more connections wait
+FORWARD_IDLE = 300.0  # seconds without a byte either way before a forwarded connection is closed
+_POLL = 0.25
+
+
+class LocalForward:
+    """A port on 127.0.0.1 standing for a port of a pod, as `kubectl port-forward` makes one: each accepted
+    connection is one port-forward stream (the API server's websocket) to `port` of the pod named by `pod` at that
+    moment, and bytes are pumped both ways until either side closes or nothing moves for `idle` seconds.
+
+    Bounded: at most `limit` connections at a time (later ones wait in the listen backlog until one ends).
+    `close()` stops accepting (the port refuses connections once it returns) and ends every connection. A stream
+    that cannot be opened, or that the pod's side ends with an error, closes its client connection; the reasons
+    are kept in `errors` (the latest few) for whoever wants to say why.
+    """
+
+    def __init__(self, cluster: Cluster, pod: str, namespace: str, port: int, *, limit: int = MAX_FORWARDED,
+                 idle: float = FORWARD_IDLE) -> None:
+        self.cluster = cluster
+        self.pod = pod  # may be changed between connections (a newer ready pod)
+        self.namespace = namespace
+        self.port = port
+        self.idle = idle
+        self.errors: list[str] = []
+        self.accepted = 0
+        self._slots = threading.BoundedSemaphore(limit)
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._pumps: set[threading.Thread] = set()
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self._listener.bind(("127.0.0.1", 0))
+            self._listener.listen(min(1024, socket.SOMAXCONN))
+        except OSError:
+            self._listener.close()
+            raise
+        self.local_port: int = self._listener.getsockname()[1]
+        self._acceptor = threading.Thread(target=self._accept, daemon=True,
+                                          name=f"meshlib-forward-{namespace}-{port}")
+        self._acceptor.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.local_port}"
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return len(self._pumps)
+
+    def _accept(self) -> None:
+        try:
+            while not self._closed.is_set():
+                if not self._slots.acquire(timeout=_POLL):
+                    continue
+                ready, _, _ = select.select([self._listener], [], [], _POLL)
+                if not ready or self._closed.is_set():
+                    self._slots.release()
+                    continue
+                try:
+                    conn, _ = self._listener.accept()
+                except OSError:
+                    self._slots.release()
+                    continue
+                self.accepted += 1
+                pump = threading.Thread(target=self._serve, args=(conn,), daemon=True,
+                                        name=f"meshlib-forward-{self.port}-{self.accepted}")
+                with self._lock:
+                    self._pumps.add(pump)
+                pump.start()
+        finally:
+            self._listener.close()
+
+    def _note(self, text: str) -> None:
+        with self._lock:
+            self.errors = [*self.errors[-9:], _one_line(text)]
+
+    def _serve(self, conn: socket.socket) -> None:
+        forwarded: ForwardedPort | None = None
+        try:
+            conn.settimeout(30.0)
+            try:
+                forwarded = self.cluster.open_port(self.pod, self.namespace, self.port)
+            except ClusterError as exc:
+                self._note(str(exc))
+                return
+            self._pump(conn, forwarded)
+        except Exception as exc:  # noqa: BLE001 (a thread of its own: kept for the caller, never a traceback)
+            self._note(f"forwarding to port {self.port} of pod {self.pod}: {type(exc).__name__}: {exc}")
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+            if forwarded is not None:
+                forwarded.close()
+            with self._lock:
+                self._pumps.discard(threading.current_thread())
+            self._slots.release()
+
+    def _pump(self, conn: socket.socket, forwarded: ForwardedPort) -> None:
+        remote = forwarded.socket
+        last = time.monotonic()
+        while not self._closed.is_set():
+            ready, _, _ = select.select([conn, remote], [], [], _POLL)
+            if not ready:
+                if time.monotonic() - last > self.idle:
+                    return
+                continue
+            last = time.monotonic()
+            for sock in ready:
+                other = remote if sock is conn else conn
+                try:
+                    data = sock.recv(1 << 16)
+                    if data:
+                        other.sendall(data)
+                        continue
+                except ConnectionError:
+                    pass  # the pod's side went away with bytes unread (its error says why), or the client did
+                if error := forwarded.error():
+                    self._note(f"{forwarded.what}: {error}")
+                return  # one side closed: a port-forward stream cannot be half-closed, so end both
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop accepting, end every connection (each notices within a quarter second) and wait for them."""
+        self._closed.set()
+        self._acceptor.join(timeout)
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self._lock:
+            pumps = list(self._pumps)
+        deadline = time.monotonic() + timeout
+        for pump in pumps:
+            pump.join(max(0.0, deadline - time.monotonic()))

@@ -1,7 +1,7 @@
 """behave hooks: a mesh per scenario (shared per feature where asked), version gates, evidence, clean teardown.
 
-Userdata (behave.ini or -D): backend (local, or kubernetes with context, allowed_contexts and kubeconfig: see
-meshlib.kube), istio_version, namespace, manifests, alpha, seed, time_scale
+Userdata (behave.ini or -D): backend (local, or kubernetes with context, allowed_contexts, kubeconfig and
+gateway_url: see meshlib.kube), istio_version, namespace, manifests, alpha, seed, time_scale
 (real seconds per second of Flagger's analysis clock: 0.05 runs a 45 s interval in 2.25 s; default 1),
 mesh_config (a meshlib.yaml mapping user images to local commands, as `meshlib up --mesh-config`; read only
 when named, each mapping printed once on stderr at the start), allow_outside_manifests (true lets step manifest
@@ -25,7 +25,7 @@ from pathlib import Path
 from behave.model import Feature, Scenario
 from behave.runner import Context
 
-from meshlib.backend import Backend, LocalBackend
+from meshlib.backend import Backend, open_backend
 from meshlib.dsl import metrics
 from meshlib.dsl.world import World
 from meshlib.errors import MeshlibError
@@ -55,23 +55,11 @@ def _flag(userdata: dict[str, str], name: str) -> bool:
 
 def _start(context: Context, version: str | None) -> Backend:
     ud = context.config.userdata
-    kind = ud.get("backend", "local")
-    if kind == "kubernetes":
-        from meshlib.kube.backend import KubernetesBackend  # the kubernetes client only for runs that use it
-        from meshlib.kube.contexts import parse_allowlist
-
-        backend: Backend = KubernetesBackend(ud.get("namespace", "default"), context=ud.get("context") or None,
-                                             allowed=parse_allowlist(ud.get("allowed_contexts")),
-                                             kubeconfig=ud.get("kubeconfig") or None, istio_version=version)
-        _OPEN.append(backend)
-        return backend
-    if kind != "local":
-        raise MeshlibError(f"-D backend={kind!r}: use local (the embedded mesh) or kubernetes")
-    seed = ud.get("seed", "random")
-    if seed != "random" and not seed.isdigit():
-        raise MeshlibError(f"-D seed={seed!r}: use a whole number, or 'random' for a fresh seed per run")
-    backend = LocalBackend(ud.get("namespace", "default"), version, seed=None if seed == "random" else int(seed),
-                           time_scale=float(ud.get("time_scale", 1.0)), config=context.meshlib_mesh_config)
+    backend = open_backend(ud.get("backend", "local"), ud.get("namespace", "default"), version,
+                           seed=ud.get("seed", "random"), time_scale=float(ud.get("time_scale", 1.0)),
+                           config=context.meshlib_mesh_config, context=ud.get("context"),
+                           allowed_contexts=ud.get("allowed_contexts"), kubeconfig=ud.get("kubeconfig"),
+                           gateway_url=ud.get("gateway_url"))
     _OPEN.append(backend)
     return backend
 

@@ -194,9 +194,9 @@ spec:
 def test_steps_the_backend_cannot_serve_yet_say_so(cp: ControlPlane) -> None:
     b = backend(cp, "unsupported")
     try:
-        with pytest.raises(MeshlibError, match="not supported on the kubernetes backend yet: sending requests "
-                                               "through the ingress gateway"):
-            b.gateway("catalog.istioinaction.io", "/items")
+        with pytest.raises(MeshlibError, match="not supported on the kubernetes backend yet: the analysis history of "
+                                               "Canary catalog"):
+            b.canary_history("catalog", "unsupported")
         assert b.echoed_hosts() == {}
     finally:
         b.close()

@@ -1,6 +1,7 @@
 """The same feature files on the kubernetes backend: behave with -D backend=kubernetes against the test control
-plane applies the walkthrough's manifests, predicts routes from them, and a step that needs what the backend cannot
-do yet fails with one line saying so (no traceback)."""
+plane applies the walkthrough's manifests, predicts routes from them, and a step that needs what the cluster does not
+have (here: an ingress gateway) fails with one line saying so (no traceback). Traffic through a gateway that is there:
+tests/k8s/test_traffic.py."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ Feature: the catalog on a cluster
     And the manifest "ch5/catalog-vs-v1-mesh.yaml" is applied
     Then the webapp sidecar's route for catalog goes to subset version-v1
 
-  Scenario: traffic is not there yet
+  Scenario: a cluster without an ingress gateway
     Given the manifest "services/catalog/kubernetes/catalog.yaml" is applied
     And clients call catalog.istioinaction.io through the ingress gateway
     When 10 requests are sent to /items
@@ -57,8 +58,9 @@ def test_a_feature_runs_on_the_kubernetes_backend(cp: ControlPlane, project: Pat
     out = run.stdout + run.stderr
     assert "1 scenario passed, 1 failed" in run.stdout, out[-4000:]
     assert "Traceback" not in out, out[-4000:]
-    assert ("could not run the step: not supported on the kubernetes backend yet: sending requests through the "
-            "ingress gateway") in out, out[-4000:]
+    assert "could not run the step: no " in out and "Deployment istio-ingressgateway in namespace istio-system" in out
+    assert ("; sending through the ingress gateway needs Istio's ingress gateway there, or -D gateway_url=URL where "
+            "it answers") in out, out[-4000:]
     namespaces = cp.api("GET", "/api/v1/namespaces")["items"]
     assert "istioinaction" not in [n["metadata"]["name"] for n in namespaces if not n["metadata"].get(
         "deletionTimestamp")], "the run left its namespace behind"
