@@ -14,9 +14,10 @@ Installed with meshlib (entry point `pytest11`), so any pytest run can write:
 `mesh` is a `meshlib.dsl.world.World` on a backend of its own for each test, closed after it, also when it fails.
 Settings, each an option or an ini key (`[pytest]` / `[tool.pytest.ini_options]`): `--mesh-backend` (local or
 kubernetes), `--istio-version`, `--mesh-namespace`, `--mesh-manifests`, `--mesh-alpha`, `--mesh-seed`,
-`--mesh-config` (a meshlib.yaml), `--kube-context`, `--allowed-contexts`, `--kubeconfig`, `--gateway-url`. Write a
-path value with `=` (`--mesh-manifests=../manifests`): pytest reads the command line for its rootdir before plugins
-add their options, so a separate path would be taken for a test path.
+`--mesh-time-scale` (Flagger's clock, as behave's -D time_scale), `--mesh-config` (a meshlib.yaml), `--kube-context`,
+`--allowed-contexts`, `--kubeconfig`, `--gateway-url`. Write a path value with `=` (`--mesh-manifests=../manifests`):
+pytest reads the command line for its rootdir before plugins add their options, so a separate path would be taken
+for a test path.
 Markers, as behave's tags: `@pytest.mark.istio_version("1.28")` pins a test to that profile,
 `@pytest.mark.istio_version(">=1.28")` (also `>`, `<`, `<=`, `!=`) skips it, with the reason, on other profiles.
 A failed check is reported as its message (what was expected, what was seen), not as a traceback; the notes of a
@@ -40,6 +41,8 @@ SETTINGS: dict[str, tuple[str, str | None]] = {
     "mesh_manifests": ("the folder manifest names are relative to", "manifests"),
     "mesh_alpha": ("false-failure rate of statistical checks", "0.01"),
     "mesh_seed": ("the embedded mesh's random seed (a number, or 'random')", "random"),
+    "mesh_time_scale": ("real seconds per second of Flagger's analysis clock on the embedded mesh (0.05: a 45 s "
+                        "interval takes 2.25 s), as behave's -D time_scale", "1"),
     "mesh_config": ("a mesh config (meshlib.yaml: user images, external stand-ins); read only when named", None),
     "kube_context": ("the kubeconfig context (kubernetes backend)", None),
     "allowed_contexts": ("contexts the run may touch, comma-separated (kubernetes backend)", None),
@@ -85,6 +88,19 @@ def version_tags(item: pytest.Item) -> list[str]:
     return list(reversed(out))  # the innermost marker last, as behave reads scenario tags after feature tags
 
 
+def _time_scale(text: str | None) -> float:
+    """`mesh_time_scale` checked as `meshlib up --time-scale` checks it; a bad value is a one-line error."""
+    from argparse import ArgumentTypeError
+
+    from meshlib.cliargs import time_scale
+    from meshlib.errors import InputError
+
+    try:
+        return time_scale(text or "1")
+    except ArgumentTypeError as exc:
+        raise InputError(f"mesh_time_scale: {exc}") from None
+
+
 @pytest.fixture
 def mesh(request: pytest.FixtureRequest) -> Iterator[Any]:
     """A `World` on its own backend (the embedded mesh by default), closed after the test."""
@@ -105,7 +121,9 @@ def mesh(request: pytest.FixtureRequest) -> Iterator[Any]:
     if not manifests.is_absolute():
         manifests = config.rootpath / manifests
     backend = open_backend(setting(config, "mesh_backend") or "local", namespace, version,
-                           seed=setting(config, "mesh_seed"), config=read_mesh_config(setting(config, "mesh_config")),
+                           seed=setting(config, "mesh_seed"),
+                           time_scale=_time_scale(setting(config, "mesh_time_scale")),
+                           config=read_mesh_config(setting(config, "mesh_config")),
                            context=setting(config, "kube_context"),
                            allowed_contexts=setting(config, "allowed_contexts"),
                            kubeconfig=setting(config, "kubeconfig"), gateway_url=setting(config, "gateway_url"))
