@@ -101,8 +101,16 @@ def _skip(context: Context, scenario: Scenario, reason: str) -> None:
     context.meshlib_skipped.append(f"{scenario.location}  {scenario.name}: {reason}")
 
 
+def _ordered_tags(scenario: Scenario) -> list[str]:
+    """The scenario's tags outermost first (feature, rule, scenario, then any others behave adds, e.g. an Examples
+    block's), so the innermost `@istio.version=` pin wins; behave's `effective_tags` is an unordered set."""
+    rule = getattr(scenario, "rule", None)
+    ordered = [*scenario.feature.tags, *(rule.tags if rule is not None else []), *scenario.tags]
+    return ordered + sorted(set(scenario.effective_tags) - set(ordered))
+
+
 def before_scenario(context: Context, scenario: Scenario) -> None:
-    tags = list(scenario.effective_tags)
+    tags = _ordered_tags(scenario)
     version = pinned_version(tags, context.meshlib_version)
     context.world = None
     context.scenario_backend = None

@@ -41,3 +41,18 @@ def test_orders() -> None:
     assert with_seed("shuffle").startswith("shuffle:") and with_seed("reverse") == "reverse"
     with pytest.raises(InputError, match="use as-written, reverse, shuffle or shuffle:SEED"):
         order(items, "backwards")
+
+
+def test_behave_reads_a_scenarios_tags_outermost_first() -> None:
+    """behave's effective_tags is a set: the hook orders feature, rule, scenario tags so the innermost pin wins
+    whatever the hash seed."""
+    from behave.parser import parse_feature
+
+    from meshlib.steps.environment import _ordered_tags
+
+    feature = parse_feature("@istio.version=1.22\nFeature: f\n  Rule: r\n\n    @istio.version=1.28 @slow\n"
+                            "    Scenario: s\n      Given a step\n")
+    [scenario] = list(feature.walk_scenarios())
+    tags = _ordered_tags(scenario)
+    assert tags == ["istio.version=1.22", "istio.version=1.28", "slow"]
+    assert pinned_version(tags, None) == "1.28"
