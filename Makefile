@@ -8,9 +8,19 @@ ALLURE  := .tools/node_modules/.bin/allure
 
 .PHONY: demo test lint features features-reversed features-shuffled catalog report bench fuzz clean
 
+# The distribution was called `meshlib` before `meshlib-bdd`: an editable install of THIS checkout under the old
+# name is uninstalled first (else two distributions claim the package, the `meshlib` command and the pytest plugin),
+# after its build metadata here (meshlib.egg-info, found on sys.path from this folder); a `meshlib` from anywhere else
+# is left alone.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --upgrade pip
+	@rm -rf meshlib.egg-info
+	@if $(BIN)/python -c 'import json, pathlib, sys; from importlib.metadata import distributions; \
+	    url = [json.loads(d.read_text("direct_url.json") or "{}") for d in distributions(name="meshlib")]; \
+	    here = pathlib.Path(sys.argv[1]).resolve().as_uri(); \
+	    sys.exit(not any(u.get("url") == here and u.get("dir_info", {}).get("editable") for u in url))' '$(CURDIR)'; \
+	 then $(BIN)/python -m pip uninstall -q -y meshlib; fi
 	@$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 

@@ -48,18 +48,19 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from behave.matchers import Matcher, MatchWithError
-from behave.model import Table
-from behave.step_registry import registry
+
+from meshlib.errors import MeshlibError, MissingExtra
 
 try:
+    from behave.matchers import Matcher, MatchWithError
+    from behave.model import Table
+    from behave.step_registry import registry
     from pytest_bdd import parsers
     from pytest_bdd import step as bdd_step
-    from pytest_bdd.scenario import scenario_wrapper_template_registry
-except ImportError:  # pragma: no cover - depends on the environment
-    raise ImportError("meshlib.bdd needs pytest-bdd 9 or later: pip install 'pytest-bdd>=9.0'") from None
+    from pytest_bdd.scenario import scenario_wrapper_template_registry  # pytest-bdd 9 or later
+except ImportError as exc:  # not installed, or a pytest-bdd before 9 (the extra pins >=9)
+    raise MissingExtra("meshlib.bdd", exc.name, "pytest-bdd") from None
 
-from meshlib.errors import MeshlibError
 from meshlib.expect import ExpectationFailed
 from meshlib.pytest_plugin import VERSION_MARK
 from meshlib.steps._matcher import StepNotRun

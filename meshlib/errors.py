@@ -34,3 +34,12 @@ class ConfigError(MeshlibError):
 
 class InputError(MeshlibError, ValueError):
     """A step or API argument that cannot be used as given (a count of 0, a bad JSONPath, a rate of 0)."""
+
+
+class MissingExtra(MeshlibError, ImportError):
+    """A part of meshlib needs a package that only one of its extras installs: one line saying which to install."""
+
+    def __init__(self, what: str, module: str | None, *extras: str) -> None:
+        module = (module or "a package").partition(".")[0]
+        also = "".join(f" (or 'meshlib-bdd[{extra}]')" for extra in extras[1:])
+        super().__init__(f"{what} needs {module}: pip install 'meshlib-bdd[{extras[0]}]'{also}", name=module)

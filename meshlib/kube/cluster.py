@@ -22,16 +22,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import ResourceNotFoundError
-from kubernetes.stream import portforward, stream
-from kubernetes.stream.ws_client import ERROR_CHANNEL, STDIN_CHANNEL, PortForward, WSClient
-from urllib3.exceptions import HTTPError as TransportError
-from websocket import WebSocketBadStatusException, WebSocketException
+from meshlib.errors import MeshlibError, MissingExtra
 
-from meshlib.errors import MeshlibError
+try:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.dynamic import DynamicClient
+    from kubernetes.dynamic.exceptions import ResourceNotFoundError
+    from kubernetes.stream import portforward, stream
+    from kubernetes.stream.ws_client import ERROR_CHANNEL, STDIN_CHANNEL, PortForward, WSClient
+    from urllib3.exceptions import HTTPError as TransportError
+    from websocket import WebSocketBadStatusException, WebSocketException
+except ModuleNotFoundError as exc:
+    raise MissingExtra("the kubernetes backend", exc.name, "kubernetes") from None
 
 FIELD_MANAGER = "meshlib"
 T = TypeVar("T")

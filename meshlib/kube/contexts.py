@@ -11,10 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubernetes import client, config
-from kubernetes.config.config_exception import ConfigException
+from meshlib.errors import MeshlibError, MissingExtra
 
-from meshlib.errors import MeshlibError
+try:
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+except ModuleNotFoundError as exc:
+    raise MissingExtra("the kubernetes backend", exc.name, "kubernetes") from None
 
 IN_CLUSTER = "in-cluster"
 

@@ -12,7 +12,12 @@ import runpy
 import sys
 from pathlib import Path
 
-from behave.step_registry import registry
+from meshlib.errors import MissingExtra
+
+try:
+    from behave.step_registry import registry
+except ModuleNotFoundError as exc:
+    raise MissingExtra("the step catalog", exc.name, "behave") from None
 
 HEADER = """# Step catalog
 

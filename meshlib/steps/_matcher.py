@@ -12,13 +12,17 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-import behave
-from behave import register_type, use_step_matcher
-from behave.runner import Context
+from meshlib.errors import MeshlibError, MissingExtra
+
+try:
+    import behave
+    from behave import register_type, use_step_matcher
+    from behave.runner import Context
+except ModuleNotFoundError as exc:
+    raise MissingExtra("meshlib.steps", exc.name, "behave") from None
 
 from meshlib.dsl.types import TYPES
 from meshlib.dsl.world import World
-from meshlib.errors import MeshlibError
 
 register_type(**TYPES)
 

@@ -509,4 +509,4 @@ def test_version_prints_the_installed_release(capsys: pytest.CaptureFixture[str]
     from importlib.metadata import version
 
     assert main(["--version"]) == 0
-    assert capsys.readouterr().out == f"meshlib {version('meshlib')}\n"
+    assert capsys.readouterr().out == f"meshlib {version('meshlib-bdd')}\n"
