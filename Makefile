@@ -31,7 +31,8 @@ demo: $(STAMP)
 	 $(BIN)/python -m meshlib.report.summary $(RESULTS)
 
 test: $(STAMP) lint
-	@$(BIN)/python -m pytest
+	@$(BIN)/python -m pytest --ignore=tests/bdd
+	@$(BIN)/python -m pytest -n 2 tests/bdd   # every feature under pytest-bdd, two workers side by side
 	@$(BIN)/behave --dry-run -f null --no-summary   # an undefined step fails the build
 	@$(BIN)/python -m meshlib.report.catalog --check
 	@$(MAKE) --no-print-directory features
