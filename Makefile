@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 RESULTS := reports/allure-results
 ALLURE  := .tools/node_modules/.bin/allure
 
-.PHONY: demo test lint features features-reversed features-shuffled catalog report bench fuzz clean
+.PHONY: demo test lint features features-bdd features-reversed features-shuffled catalog report bench fuzz clean
 
 # The distribution was called `meshlib` before `meshlib-bdd`: an editable install of THIS checkout under the old
 # name is uninstalled first (else two distributions claim the package, the `meshlib` command and the pytest plugin),
@@ -32,10 +32,10 @@ demo: $(STAMP)
 
 test: $(STAMP) lint
 	@$(BIN)/python -m pytest --ignore=tests/bdd
-	@$(BIN)/python -m pytest -n 2 tests/bdd   # every feature under pytest-bdd, two workers side by side
 	@$(BIN)/behave --dry-run -f null --no-summary   # an undefined step fails the build
 	@$(BIN)/python -m meshlib.report.catalog --check
 	@$(MAKE) --no-print-directory features
+	@$(MAKE) --no-print-directory features-bdd
 	@$(MAKE) --no-print-directory features-reversed
 	@$(MAKE) --no-print-directory features-shuffled
 
@@ -43,16 +43,21 @@ features: $(STAMP)
 	@rm -rf $(RESULTS) && mkdir -p $(RESULTS)
 	@$(BIN)/behave -f allure -o $(RESULTS) -f progress
 
-# Isolation and version gates: every feature again, its scenarios in reverse order, on the Istio 1.28 profile.
+# Every feature under pytest-bdd, on two xdist workers side by side, each mesh with its own ports, state and temp files.
+features-bdd: $(STAMP)
+	@$(BIN)/python -m pytest -n 2 tests/bdd
+
+# Isolation and version gates: every feature again, its scenarios in reverse order, on the Istio 1.28 profile, in
+# two behave shards side by side (tools/behave-shards).
 features-reversed: $(STAMP)
-	@$(BIN)/behave -D scenario_order=reverse -D istio_version=1.28 -f progress
+	@$(BIN)/python tools/behave-shards --shards 2 -- -D scenario_order=reverse -D istio_version=1.28 -f progress
 
 # ... and once more in a random order (the seed is printed, so a failure can be replayed with -D scenario_order=shuffle:SEED).
 features-shuffled: $(STAMP)
 	@$(BIN)/behave -D scenario_order=shuffle -f progress
 
 lint: $(STAMP)
-	@$(BIN)/ruff check meshlib tests steps environment.py
+	@$(BIN)/ruff check meshlib tests steps environment.py tools/behave-shards
 
 # Hypothesis fuzzing of the loader and translator: the tests `make test` runs with a few hundred examples, here
 # with MESHLIB_FUZZ_SCALE (default 20: 22,000 examples, ~8 min) times more and fresh randomness each run.

@@ -63,6 +63,7 @@ except ImportError as exc:  # not installed, or a pytest-bdd before 9 (the extra
 
 from meshlib.expect import ExpectationFailed
 from meshlib.pytest_plugin import VERSION_MARK
+from meshlib.settings import SETTINGS
 from meshlib.steps._matcher import StepNotRun
 from meshlib.tags import _GATE, SHARED_MESH
 
@@ -71,13 +72,6 @@ SEVERITIES = ("blocker", "critical", "normal", "minor", "trivial")
 FAILED_STEP = pytest.StashKey[tuple[str, Any, BaseException]]()
 _UNSET: Any = object()
 _KINDS = ("given", "when", "then")
-
-# behave userdata key -> meshlib pytest setting (meshlib.pytest_plugin.SETTINGS)
-BEHAVE_SETTINGS = {"backend": "mesh_backend", "istio_version": "istio_version", "namespace": "mesh_namespace",
-                   "manifests": "mesh_manifests", "alpha": "mesh_alpha", "seed": "mesh_seed",
-                   "time_scale": "mesh_time_scale", "mesh_config": "mesh_config", "context": "kube_context",
-                   "allowed_contexts": "allowed_contexts", "kubeconfig": "kubeconfig", "gateway_url": "gateway_url"}
-
 
 class StepContext:
     """What a meshlib step reads from behave's context, under pytest-bdd: `world` (the scenario's World), `table`
@@ -214,14 +208,14 @@ def use_behave_settings(config: pytest.Config, ini: str | os.PathLike[str] = "be
         raise pytest.UsageError(f"meshlib.bdd: no behave settings file {str(path)!r}")
     userdata = read_configuration(str(path)).get("userdata", {})
     chosen = {}
-    for key, name in BEHAVE_SETTINGS.items():
-        value = userdata.get(key)
-        if value in (None, "") or getattr(config.option, f"meshlib_{name}", None) is not None:
+    for each in SETTINGS:
+        value = userdata.get(each.key)
+        if value in (None, "") or getattr(config.option, f"meshlib_{each.ini}", None) is not None:
             continue
-        if name == "mesh_manifests" and not Path(value).is_absolute():
+        if each.key == "manifests" and not Path(value).is_absolute():
             value = str((path.parent / value).resolve())  # behave reads it from its own folder
-        setattr(config.option, f"meshlib_{name}", str(value))
-        chosen[name] = str(value)
+        setattr(config.option, f"meshlib_{each.ini}", str(value))
+        chosen[each.ini] = str(value)
     return chosen
 
 

@@ -18,7 +18,6 @@ from meshlib.config.loader import STDIN, expand_paths, read_stdin
 from meshlib.config.store import ConfigStore
 from meshlib.errors import MeshlibError
 from meshlib.explain import explain_json, explain_text, proxy_config
-from meshlib.local import control, serve
 from meshlib.profile import profile_for
 from meshlib.router import Request
 from meshlib.xds.dialect import render
@@ -144,6 +143,8 @@ def _manifests_body(filenames: list[str], stdin: Any = None) -> dict[str, Any]:
 
 
 def _send(command: str, body: dict[str, Any]) -> Any:
+    from meshlib.local import control, serve
+
     serve.checked_state()  # a damaged state file is one line, not a KeyError
     return control.send(command, body)
 
@@ -155,9 +156,13 @@ def run(args: argparse.Namespace) -> int:
         if args.detach and "-" in (args.filename or []):
             raise MeshlibError(f"-f - cannot be used with --detach: the background mesh has no {STDIN}; "
                                "save the manifests to a file and pass it with -f")
+        from meshlib.local import serve  # the embedded mesh: only for the commands that run it
+
         return serve.up(args.filename, args.namespace, args.port, args.istio_version, args.detach,
                         args.mesh_config, args.time_scale)
     if args.command == "down":
+        from meshlib.local import serve
+
         return serve.down()
     if args.command in ("apply", "delete"):
         print(_send(args.command, {**_manifests_body(args.filename), "namespace": args.namespace}))

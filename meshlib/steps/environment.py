@@ -1,11 +1,12 @@
 """behave hooks: a mesh per scenario (shared per feature where asked), version gates, evidence, clean teardown.
 
-Userdata (behave.ini or -D): backend (local, or kubernetes with context, allowed_contexts, kubeconfig and
-gateway_url: see meshlib.kube), istio_version, namespace, manifests, alpha, seed, time_scale
-(real seconds per second of Flagger's analysis clock: 0.05 runs a 45 s interval in 2.25 s; default 1),
-mesh_config (a meshlib.yaml mapping user images to local commands, as `meshlib up --mesh-config`; read only
-when named, each mapping printed once on stderr at the start), allow_outside_manifests (true lets step manifest
-paths leave the `manifests` folder, e.g. "../shared/x.yaml"; default false: such a path fails the step),
+Userdata (behave.ini or -D): the run settings of meshlib.settings, shared with the pytest plugin: backend (local,
+or kubernetes with context, allowed_contexts, kubeconfig and gateway_url: see meshlib.kube),
+istio_version, namespace, manifests, alpha, seed, time_scale (real seconds per second of Flagger's analysis clock:
+0.05 runs a 45 s interval in 2.25 s; default 1), mesh_config (a meshlib.yaml mapping user images to local commands,
+as `meshlib up --mesh-config`; read only when named, each mapping printed once on stderr at the start),
+allow_outside_manifests (true lets step manifest paths leave the `manifests` folder, e.g. "../shared/x.yaml";
+default false: such a path fails the step); and, for behave alone,
 scenario_order (as-written, reverse, shuffle or shuffle:SEED: each feature's scenarios in that order).
 Tags (meshlib.tags): every scenario gets a mesh of its own and starts from its Background, unless its feature
 is tagged `@shared.mesh`; `@istio.version=1.28` pins a feature or scenario to that Istio profile, and
@@ -25,12 +26,12 @@ from pathlib import Path
 from behave.model import Feature, Scenario
 from behave.runner import Context
 
-from meshlib.backend import Backend, open_backend
+from meshlib.backend import Backend
 from meshlib.dsl import metrics
 from meshlib.dsl.world import World
-from meshlib.errors import MeshlibError
 from meshlib.local.meshconfig import read_mesh_config
 from meshlib.report.evidence import attach
+from meshlib.settings import from_mapping
 from meshlib.tags import SHARED_MESH, order, pinned_version, version_gate, with_seed
 
 _OPEN: list[Backend] = []
@@ -44,22 +45,8 @@ def _close_all() -> None:
 atexit.register(_close_all)
 
 
-def _flag(userdata: dict[str, str], name: str) -> bool:
-    value = str(userdata.get(name, "false")).strip().lower()
-    if value in ("true", "yes", "on", "1"):
-        return True
-    if value in ("false", "no", "off", "0", ""):
-        return False
-    raise MeshlibError(f"-D {name}={value!r}: use true or false")
-
-
 def _start(context: Context, version: str | None) -> Backend:
-    ud = context.config.userdata
-    backend = open_backend(ud.get("backend", "local"), ud.get("namespace", "default"), version,
-                           seed=ud.get("seed", "random"), time_scale=float(ud.get("time_scale", 1.0)),
-                           config=context.meshlib_mesh_config, context=ud.get("context"),
-                           allowed_contexts=ud.get("allowed_contexts"), kubeconfig=ud.get("kubeconfig"),
-                           gateway_url=ud.get("gateway_url"))
+    backend = context.meshlib_settings.open_backend(version, context.meshlib_mesh_config)
     _OPEN.append(backend)
     return backend
 
@@ -73,12 +60,14 @@ def _stop(backend: Backend | None) -> None:
 
 def before_all(context: Context) -> None:
     ud = context.config.userdata
-    context.meshlib_version = ud.get("istio_version") or None
-    context.meshlib_alpha = float(ud.get("alpha", 0.01))
-    context.meshlib_manifests = Path(ud.get("manifests", "manifests")).resolve()
-    context.meshlib_outside_manifests = _flag(ud, "allow_outside_manifests")
+    settings = context.meshlib_settings = from_mapping(ud)  # every value checked here: a bad one stops the run
+    context.meshlib_version = settings.text("istio_version")
+    context.meshlib_alpha = settings.alpha()
+    context.meshlib_manifests = settings.manifests(Path.cwd())
+    context.meshlib_outside_manifests = settings.flag("allow_outside_manifests")
+    settings.time_scale()
     # the same reading as `meshlib up --mesh-config`; announced past behave's output capture
-    context.meshlib_mesh_config = read_mesh_config(ud.get("mesh_config") or None, announce=_console)
+    context.meshlib_mesh_config = read_mesh_config(settings.text("mesh_config"), announce=_console)
     context.meshlib_order = with_seed(ud.get("scenario_order") or None)
     order([], context.meshlib_order)  # a bad value stops the run here, in one line
     if context.meshlib_order and context.meshlib_order.startswith("shuffle:"):
@@ -125,7 +114,7 @@ def before_scenario(context: Context, scenario: Scenario) -> None:
         backend = context.feature_backend
     else:
         backend = context.scenario_backend = _start(context, version)
-    context.world = World(backend, context.config.userdata.get("namespace", "default"),
+    context.world = World(backend, context.meshlib_settings.text("namespace") or "default",
                           context.meshlib_manifests, alpha=context.meshlib_alpha, evidence=attach,
                           allow_outside_manifests=context.meshlib_outside_manifests)
     if metrics.TAG in tags and not metrics.has_prometheus(context.world):

@@ -91,3 +91,22 @@ def test_with_allure_pytest_every_check_attaches_its_evidence(tmp_path: Path) ->
     assert any("catalog v2" in n for n in names), names  # the split check's table
     for attachment in result["attachments"]:
         assert (results / attachment["source"]).stat().st_size > 0
+
+
+def test_notes_from_xdist_workers_reach_the_terminal_summary(tmp_path: Path) -> None:
+    (tmp_path / "test_checks.py").write_text(CHECKS)
+    run = run_pytest(tmp_path, "-n", "2", "test_checks.py")
+    out = run.stdout
+    assert "1 failed, 2 passed, 1 skipped" in out, out[-4000:] + run.stderr[-2000:]
+    notes = out.split("meshlib notes", 1)[-1]
+    assert "test_checks.py::test_an_underpowered_split_check_leaves_a_note: " in notes, out[-4000:]
+    assert "cannot reliably tell" in notes, out[-4000:]
+
+
+def test_a_bad_setting_is_one_line_naming_the_option(tmp_path: Path) -> None:
+    (tmp_path / "test_release.py").write_text(readme_example())
+    run = run_pytest(tmp_path, "--mesh-alpha=2", "test_release.py")
+    out = run.stdout
+    assert run.returncode == 1, out[-3000:]
+    assert "could not run: --mesh-alpha='2': use a false-failure rate above 0 and below 1" in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]

@@ -41,6 +41,8 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
 """)
     assert "meshlib" in loaded and "yaml" in loaded
     assert not loaded & EXTRAS_ONLY, sorted(loaded & EXTRAS_ONLY)
+    # nor the embedded mesh (its HTTP and xDS servers): only `up`, `down` and the commands that ask a running mesh
+    assert not loaded & {"aiohttp", "grpc"}, sorted(loaded & {"aiohttp", "grpc"})
 
 
 def test_the_pytest_plugin_loads_only_pytest() -> None:
