@@ -134,7 +134,7 @@ class LocalBackend:
 def open_backend(kind: str, namespace: str, istio_version: str | None = None, *, seed: str | int | None = None,
                  time_scale: float = 1.0, config: MeshConfig | None = None, context: str | None = None,
                  allowed_contexts: str | None = None, kubeconfig: str | None = None,
-                 gateway_url: str | None = None) -> Backend:
+                 gateway_url: str | None = None, prometheus_url: str | None = None) -> Backend:
     """The backend a run asked for, from its settings as written (behave userdata, pytest options): `local` (the
     embedded mesh) or `kubernetes` (a cluster named in the allowlist). Bad settings are one-line MeshlibErrors."""
     if kind == "kubernetes":
@@ -143,7 +143,7 @@ def open_backend(kind: str, namespace: str, istio_version: str | None = None, *,
 
         return KubernetesBackend(namespace, context=context or None, allowed=parse_allowlist(allowed_contexts),
                                  kubeconfig=kubeconfig or None, istio_version=istio_version,
-                                 gateway_url=gateway_url or None)
+                                 gateway_url=gateway_url or None, prometheus_url=prometheus_url or None)
     if kind != "local":
         raise MeshlibError(f"backend {kind!r}: use local (the embedded mesh) or kubernetes")
     if seed in (None, "", "random"):

@@ -53,6 +53,8 @@ SETTINGS: tuple[Setting, ...] = (
             "the kubeconfig file (kubernetes backend; default KUBECONFIG or ~/.kube/config)"),
     Setting("gateway_url", "gateway_url",
             "where the ingress gateway answers, when it is not port-forwarded (kubernetes backend)"),
+    Setting("prometheus_url", "prometheus_url", "where Prometheus answers (kubernetes backend; default: a "
+            "port-forward to the prometheus service in istio-system)"),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 
@@ -105,7 +107,8 @@ class RunSettings:
         return open_backend(self.text("backend") or "local", self.text("namespace") or "default", version,
                             seed=self.text("seed"), time_scale=self.time_scale(), config=mesh_config,
                             context=self.text("context"), allowed_contexts=self.text("allowed_contexts"),
-                            kubeconfig=self.text("kubeconfig"), gateway_url=self.text("gateway_url"))
+                            kubeconfig=self.text("kubeconfig"), gateway_url=self.text("gateway_url"),
+                            prometheus_url=self.text("prometheus_url"))
 
     def _number(self, key: str, ok: Callable[[float], bool], use: str) -> float:
         text = self.text(key) or ""

@@ -15,6 +15,9 @@ Every sidecar counts the requests it handles as Istio does (`istio_requests_tota
 `istio_requests_total … grew by at least N` compares the counters now — through PromQL when the mesh runs
 Prometheus, else the proxies' own — with their values when the last batch started, counted where the requests
 were served (`reporter="destination"`, so a request is not counted twice by both of its proxies).
+
+On the kubernetes backend the same checks read the cluster: PromQL on its Prometheus, the builtin checks on each
+sidecar's merged metrics over port-forward (`meshlib.kube.prometheus`, `meshlib.kube.counters`).
 """
 
 from __future__ import annotations
@@ -59,17 +62,29 @@ def _mesh(world: World) -> LocalMesh:
 
 
 def has_prometheus(world: World) -> bool:
-    """Whether PromQL steps can run in this world (the mesh runs a real Prometheus)."""
+    """Whether PromQL steps can run in this world (the mesh runs a real Prometheus; a cluster's is reachable)."""
     mesh = getattr(world.backend, "mesh", None)
-    return mesh is not None and mesh.prometheus is not None
+    if mesh is not None:
+        return mesh.prometheus is not None
+    available = getattr(world.backend, "has_prometheus", None)  # the kubernetes backend
+    return bool(available is not None and available())
+
+
+def _proxy_counters(world: World) -> BuiltinMetrics | None:
+    """The proxies' own counters: the embedded mesh's, or those a backend reads from its sidecars."""
+    mesh = getattr(world.backend, "mesh", None)
+    if mesh is not None:
+        return BuiltinMetrics(mesh)
+    counters = getattr(world.backend, "proxy_counters", None)  # the kubernetes backend
+    return counters() if counters is not None else None
 
 
 def traffic_starts(world: World) -> None:
     """Mark the proxies' counters: builtin checks count from the latest mark (sending calls this per batch)."""
-    if getattr(world.backend, "mesh", None) is None:
-        return
     if world.metrics is None:
-        world.metrics = BuiltinMetrics(_mesh(world))
+        world.metrics = _proxy_counters(world)
+        if world.metrics is None:
+            return
     world.metrics.mark()
 
 
@@ -107,9 +122,19 @@ def _settle(world: World, filters: Mapping[str, str], at_least: int) -> int:
 
 
 # --- PromQL ---------------------------------------------------------------------------------------
-def needs_prometheus(reason: object) -> ExpectationFailed:
-    return ExpectationFailed(f"this step {NEEDS}\n  {reason}\n"
+def needs_prometheus(reason: object, local: bool = True) -> ExpectationFailed:
+    return ExpectationFailed(f"this step {NEEDS if local else 'needs Prometheus'}\n  {reason}\n"
                              f"  (tag the scenario @{TAG} to report it as skipped where Prometheus is missing)")
+
+
+def _promql(world: World, query: str) -> list[Sample]:
+    mesh = getattr(world.backend, "mesh", None)
+    if mesh is not None:
+        return mesh.promql(query)
+    promql = getattr(world.backend, "promql", None)  # the kubernetes backend: the cluster's Prometheus
+    if promql is None:
+        raise ExpectationFailed(f"metric checks are not available on the {world.backend.name} backend yet")
+    return promql(query)
 
 
 def run_promql(world: World, query: str) -> list[Sample]:
@@ -117,11 +142,10 @@ def run_promql(world: World, query: str) -> list[Sample]:
     query = " ".join(query.split())
     if not query:
         raise ValueError("the PromQL query is empty: write it in backticks or in the step's doc string")
-    mesh = _mesh(world)
     try:
-        samples = mesh.promql(query)
+        samples = _promql(world, query)
     except PrometheusUnavailable as exc:
-        raise needs_prometheus(exc) from None
+        raise needs_prometheus(exc, local=getattr(world.backend, "mesh", None) is not None) from None
     except PromQLError as exc:
         world.attach("PromQL (rejected)", json.dumps({"query": query, "error": exc.message}, indent=2), "json")
         raise ExpectationFailed(f"Prometheus could not run the PromQL\n  {query}\n  {exc.message}") from None
@@ -165,6 +189,13 @@ def _promql_compare(world: World, query: str, bound: float, relation: str, holds
 
 def prometheus_scrapes_every_proxy(world: World, timeout: float = SCRAPE_TIMEOUT) -> None:
     """Wait (bounded) until Prometheus scrapes every current proxy, so rate() sees the traffic that follows."""
+    wait = getattr(world.backend, "wait_for_scrapes", None)  # the kubernetes backend: the cluster's Prometheus
+    if getattr(world.backend, "mesh", None) is None and wait is not None:
+        try:
+            world.attach("Prometheus targets", wait(timeout))
+        except PrometheusUnavailable as exc:
+            raise needs_prometheus(exc, local=False) from None
+        return
     mesh = _mesh(world)
     server = mesh.prometheus
     if server is None:

@@ -5,13 +5,19 @@ What the run may change: namespaced objects in its namespace (created, and remov
 labelled for injection), and a Telemetry resource there that turns the sidecars' access logs on (when Istio's CRDs
 are installed). Cluster-scoped objects and other namespaces are refused at the step, with the reason.
 
+After an apply, Deployments are waited for until Available and then every pod of the namespace with a sidecar until
+Ready (Istio's sidecar is Ready once Envoy has its first configuration from istiod). Whether running proxies have
+acknowledged a later configuration (istiod's /debug/syncz) is not waited for.
+
 Traffic: through the ingress gateway at `gateway_url` when the user has one (NodePort, LoadBalancer, a port-forward
 of their own), else through a local port whose every connection is a port-forward to a ready pod of the gateway's
 Deployment (`cluster.LocalForward`); from inside the mesh as one `curl` exec per batch in a pod of the client
 workload (`meshlib.kube.curl`). Which pod served a request comes from the destination sidecars' access logs, read
 at `settle()` (`meshlib.kube.accesslogs`); Envoy's config dump and metrics from each pod's admin and merged-metrics
-ports over port-forward. Steps this backend cannot serve yet say "not supported on the kubernetes backend: …"
-instead of failing oddly.
+ports over port-forward; the builtin metric checks from those merged metrics (`meshlib.kube.counters`); PromQL from
+the cluster's Prometheus (`meshlib.kube.prometheus`); a Canary's history by watching it (`meshlib.kube.canary`).
+What this backend cannot do is refused at the step in one line (a cluster-scoped object, another namespace, a
+duration-based batch from a pod), never a crash.
 """
 
 from __future__ import annotations
@@ -30,10 +36,17 @@ from meshlib.config.loader import Document, load_documents, parse_documents
 from meshlib.config.store import ConfigStore
 from meshlib.errors import MeshlibError
 from meshlib.kube import curl
+from meshlib.kube import pods as podinfo
 from meshlib.kube.accesslogs import ServedIndex
-from meshlib.kube.cluster import Cluster, ClusterError, LocalForward, NotFound, Ref
+from meshlib.kube.canary import CanaryHistory, Routes, flagger_routes, service_name
+from meshlib.kube.cluster import Cluster, ClusterError, Following, LocalForward, NotFound, Ref
 from meshlib.kube.contexts import connect
+from meshlib.kube.counters import Reading, SidecarCounters, parse_counters
+from meshlib.kube.pods import PROXY_CONTAINER
+from meshlib.kube.prometheus import SERVICE as PROMETHEUS
+from meshlib.kube.prometheus import ClusterPrometheus
 from meshlib.local.envoy.records import Served
+from meshlib.local.prometheus import Sample
 from meshlib.profile import profile_for
 from meshlib.traffic import Plan, Response, Target
 from meshlib.xds import ProxyConfig, build_proxy_config
@@ -44,7 +57,7 @@ CANARY_API = "flagger.app/v1beta1"
 ISTIOD = Ref("apps/v1", "Deployment", "istiod", "istio-system")
 ROLLOUT_TIMEOUT = 180.0
 NAMESPACE_TIMEOUT = 120.0
-PROXY_CONTAINER = "istio-proxy"
+SCRAPE_TIMEOUT = 90.0  # seconds for Prometheus to discover and scrape new pods (it scrapes every 15 s by default)
 INGRESS = ("istio-ingressgateway", "istio-system", 8080)  # the gateway's Deployment, its namespace, its HTTP port
 ENVOY_ADMIN_PORT = 15000  # the sidecar's Envoy admin (on the pod's localhost: a port-forward reaches it)
 MERGED_METRICS_PORT = 15020  # pilot-agent's merged Istio + Envoy + app metrics, /stats/prometheus
@@ -55,11 +68,6 @@ TELEMETRY_APIS = ("telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1")  # v1 
 LOG_FLUSH_WAIT = 1.5
 LOG_OVERLAP = 10  # seconds each read of a sidecar's log reaches back before the previous read (lines count once)
 LOG_LIMIT = 32 << 20  # bytes of one sidecar's log per read
-
-
-class NotSupported(MeshlibError):
-    def __init__(self, what: str) -> None:
-        super().__init__(f"not supported on the kubernetes backend yet: {what}")
 
 
 def istio_version_of(image: str) -> str | None:
@@ -76,12 +84,19 @@ class KubernetesBackend:
     def __init__(self, namespace: str, *, context: str | None, allowed: tuple[str, ...],
                  kubeconfig: str | Path | None = None, istio_version: str | None = None,
                  rollout_timeout: float = ROLLOUT_TIMEOUT, gateway_url: str | None = None,
-                 ingress: tuple[str, str, int] = INGRESS, log_flush_wait: float = LOG_FLUSH_WAIT) -> None:
+                 ingress: tuple[str, str, int] = INGRESS, log_flush_wait: float = LOG_FLUSH_WAIT,
+                 prometheus_url: str | None = None, prometheus: tuple[str, str, int] = PROMETHEUS,
+                 scrape_timeout: float = SCRAPE_TIMEOUT) -> None:
         """`gateway_url`: where the ingress gateway answers (http://NODE:NODEPORT, a LoadBalancer, a port-forward of
-        the user's own); without it, a port-forward to a ready pod of `ingress` (Deployment, namespace, port)."""
+        the user's own); without it, a port-forward to a ready pod of `ingress` (Deployment, namespace, port).
+        `prometheus_url`: where Prometheus answers; without it, a port-forward to a ready pod behind `prometheus`
+        (Service, namespace, port)."""
         if gateway_url is not None and not re.match(r"https?://[^/\s]+/?$", gateway_url):
             raise MeshlibError(f"gateway_url {gateway_url!r}: give the gateway's scheme, host and port, such as "
                                "http://192.168.49.2:30080")
+        if prometheus_url is not None and not re.match(r"https?://[^/\s]+(/\S*)?$", prometheus_url):
+            raise MeshlibError(f"prometheus_url {prometheus_url!r}: give Prometheus's scheme, host and port (and "
+                               "path prefix, if any), such as http://127.0.0.1:9090")
         target = connect(context, allowed, kubeconfig)
         self.context = target.context
         self.cluster = Cluster(target.api, target.server)
@@ -101,6 +116,9 @@ class KubernetesBackend:
         self._last_log_read: float | None = None
         self._sent_since_settle = False
         self._telemetry: Ref | None = None
+        self.prometheus = ClusterPrometheus(self.cluster, prometheus_url, prometheus)
+        self.scrape_timeout = scrape_timeout
+        self._canaries: dict[tuple[str, str], tuple[CanaryHistory, Following]] = {}
         self._ensure_namespace()
         try:
             self.access_logs = self._enable_access_logs()
@@ -189,7 +207,24 @@ class KubernetesBackend:
         for res in resources:
             if res.kind == "Deployment":
                 self._wait_available(self._ref(res))
+        self._wait_proxies_ready()
+        for res in resources:
+            if res.kind == "Canary" and res.api_version == CANARY_API:
+                self._follow_canary(res.name, res.namespace)
         return [r.ref() for r in resources]
+
+    def _wait_proxies_ready(self) -> None:
+        """Every pod of the run's namespace with a sidecar (not being deleted, not finished) Ready: a sidecar is
+        Ready once its Envoy has the configuration istiod first sends (pilot-agent's readiness probe)."""
+        def pending() -> str | None:
+            waiting = [p for p in podinfo.sidecar_pods(self.cluster.list("v1", "Pod", self.namespace))
+                       if not podinfo.ready(p)]
+            if not waiting:
+                return None
+            shown = ", ".join(f"{podinfo.name_of(p)} {podinfo.state(p)}" for p in waiting[:5])
+            return f"{len(waiting)} not ready: {shown}"
+        self.cluster.wait(f"the pods with a sidecar in namespace {self.namespace} to be Ready", pending,
+                          self.rollout_timeout)
 
     def _wait_available(self, ref: Ref) -> None:
         def pending() -> str | None:
@@ -235,11 +270,15 @@ class KubernetesBackend:
         return len(mine)
 
     def close(self) -> None:
-        """Close the run's port-forwards, then remove what it created (newest first), then its namespace if the run
-        made it."""
+        """Stop following Canaries, close the run's port-forwards, then remove what it created (newest first), then
+        its namespace if the run made it."""
+        for _, following in self._canaries.values():
+            following.close()
+        self._canaries.clear()
         for forward in self._forwards.values():
             forward.close()
         self._forwards.clear()
+        self.prometheus.close()
         errors: list[str] = []
         for ref in [*reversed(self._created), *([self._telemetry] if self._telemetry else [])]:
             try:
@@ -265,6 +304,70 @@ class KubernetesBackend:
             raise MeshlibError(f"no Canary {name} in namespace {namespace}")
         return dict(live.get("status") or {})
 
+    def canary_history(self, name: str, namespace: str) -> list[dict[str, Any]]:
+        """Each status Flagger wrote since the run applied the Canary (or since this first call, for one it did not
+        apply), seen through the API's watch: see `meshlib.kube.canary` for what a point holds and lacks."""
+        history = self._follow_canary(name, namespace)
+        if not history.exists:
+            raise MeshlibError(f"no Canary {name} in namespace {namespace}")
+        return history.points()
+
+    def _follow_canary(self, name: str, namespace: str) -> CanaryHistory:
+        key = (namespace, name)
+        if key not in self._canaries:
+            history = CanaryHistory(self._canary_routes)
+            following = self.cluster.follow(Ref(CANARY_API, "Canary", name, namespace), history.observe)
+            self._canaries[key] = (history, following)
+        return self._canaries[key][0]
+
+    def _canary_routes(self, canary: dict[str, Any]) -> Routes | None:
+        """The weights of the VirtualService Flagger manages for the Canary, as they are now (Flagger sets the routes
+        before it writes the weight into the status)."""
+        service = service_name(canary)
+        namespace = (canary.get("metadata") or {}).get("namespace") or self.namespace
+        if not service or not self.cluster.serves("networking.istio.io/v1beta1", "VirtualService", refresh=False):
+            return None
+        try:
+            vs = self.cluster.get(Ref("networking.istio.io/v1beta1", "VirtualService", service, namespace))
+        except ClusterError:
+            return None
+        return flagger_routes(vs, service)
+
+    # --- Backend: metrics -----------------------------------------------------------------------------
+    def has_prometheus(self) -> bool:
+        """Whether PromQL steps can run: `prometheus_url` was given, or the Prometheus Service has a ready pod."""
+        return self.prometheus.available()
+
+    def _sidecar_pods(self) -> list[str]:
+        return [podinfo.name_of(p) for p in podinfo.sidecar_pods(self.cluster.list("v1", "Pod", self.namespace))
+                if podinfo.running(p)]
+
+    def promql(self, query: str) -> list[Sample]:
+        """The query on the cluster's Prometheus, after it has scraped every sidecar of the run's namespace since
+        this call (as the embedded mesh's fresh queries)."""
+        return self.prometheus.query(query, fresh_for=(self.namespace, self._sidecar_pods()))
+
+    def wait_for_scrapes(self, timeout: float) -> str:
+        """Wait until Prometheus scrapes every running sidecar of the run's namespace; what it saw."""
+        return self.prometheus.wait_for_proxies(self.namespace, self._sidecar_pods(),
+                                                max(timeout, self.scrape_timeout))
+
+    def proxy_counters(self) -> SidecarCounters:
+        """The builtin checks' counters: every sidecar's own, read over port-forward (`meshlib.kube.counters`)."""
+        return SidecarCounters(self._read_counters)
+
+    def _read_counters(self) -> Reading:
+        snapshot: dict[Any, float] = {}
+        unreadable: dict[str, str] = {}
+        for pod in self._sidecar_pods():
+            try:
+                text = self._admin_get(pod, self.namespace, MERGED_METRICS_PORT, "/stats/prometheus",
+                                       "merged metrics endpoint").decode("utf-8", "replace")
+                snapshot.update(parse_counters(pod, text))
+            except (MeshlibError, ValueError) as exc:
+                unreadable[pod] = str(exc)
+        return snapshot, unreadable
+
     def _pods(self, workload: str, namespace: str) -> list[dict[str, Any]]:
         """The pods of the workload's Deployment (by its selector), by name."""
         dep = self.cluster.get(Ref("apps/v1", "Deployment", workload, namespace))
@@ -277,9 +380,9 @@ class KubernetesBackend:
     def _ready_pods(self, workload: str, namespace: str, hint: str = "") -> list[dict[str, Any]]:
         """The workload's pods that are Ready and not being deleted; MeshlibError saying what the pods are else."""
         pods = self._pods(workload, namespace)
-        ready = [p for p in pods if _ready(p)]
+        ready = [p for p in pods if podinfo.ready(p)]
         if not ready:
-            states = ", ".join(f"{p['metadata']['name']} {_state(p)}" for p in pods[:5]) or "no pods"
+            states = ", ".join(f"{p['metadata']['name']} {podinfo.state(p)}" for p in pods[:5]) or "no pods"
             raise MeshlibError(f"no ready pod of Deployment {workload} in namespace {namespace} ({states}){hint}")
         return ready
 
@@ -288,7 +391,7 @@ class KubernetesBackend:
         seconds = None if since is None else max(1, int((datetime.now(UTC) - since).total_seconds()) + 1)
         lines: list[str] = []
         for pod in self._pods(workload, namespace):
-            name = container or _app_container(pod)
+            name = container or podinfo.app_container(pod)
             text = self.cluster.pod_log(pod["metadata"]["name"], namespace, name, seconds)
             lines += text.splitlines()
         return lines
@@ -331,7 +434,7 @@ class KubernetesBackend:
         """Requests to `url` from inside a pod of `workload`: the whole batch as one curl exec in its app container
         (curl must be there: the walkthrough's sleep client, curlimages/curl, has it)."""
         pod = self._ready_pods(workload, namespace)[0]
-        name, container = pod["metadata"]["name"], _app_container(pod)
+        name, container = pod["metadata"]["name"], podinfo.app_container(pod)
         self._sent_since_settle = True
 
         def run(plan: Plan) -> list[Response]:
@@ -356,7 +459,7 @@ class KubernetesBackend:
         """Read the sidecars' access logs of the run's namespace once (after Envoy's flush interval when traffic was
         sent since the last read): each pod with an istio-proxy container, from a little before the last read."""
         pods = [p for p in self.cluster.list("v1", "Pod", self.namespace)
-                if _has_proxy(p) and (p.get("status") or {}).get("phase") != "Pending"]
+                if podinfo.has_proxy(p) and (p.get("status") or {}).get("phase") != "Pending"]
         sent, self._sent_since_settle = self._sent_since_settle, False
         if not pods:
             return
@@ -415,40 +518,3 @@ class KubernetesBackend:
             raise MeshlibError(f"the {what} of pod {pod} in namespace {namespace} answered {path} with HTTP {status}: "
                                f"{' '.join(body[:200].decode('utf-8', 'replace').split())}")
         return body
-
-    # --- not yet ------------------------------------------------------------------------------------
-    def canary_history(self, name: str, namespace: str) -> list[dict[str, Any]]:
-        raise NotSupported(f"the analysis history of Canary {name} (watching its status over time)")
-
-
-def _containers(pod: dict[str, Any]) -> list[str]:
-    return [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
-
-
-def _has_proxy(pod: dict[str, Any]) -> bool:
-    """Whether the pod has Istio's sidecar: a container, or an init container (Istio's native sidecars)."""
-    spec = pod.get("spec") or {}
-    return any(c.get("name") == PROXY_CONTAINER for c in [*(spec.get("containers") or []),
-                                                           *(spec.get("initContainers") or [])])
-
-
-def _app_container(pod: dict[str, Any]) -> str:
-    """The app's container: the first that is not the sidecar."""
-    names = _containers(pod)
-    return next((n for n in names if n != PROXY_CONTAINER), PROXY_CONTAINER)
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        return False
-    status = pod.get("status") or {}
-    return status.get("phase") == "Running" and any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-
-
-def _state(pod: dict[str, Any]) -> str:
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        return "terminating"
-    status = pod.get("status") or {}
-    return f"{status.get('phase') or 'unknown'}, not ready" if status.get("phase") == "Running" else str(
-        status.get("phase") or "unknown")

@@ -1,6 +1,6 @@
-"""The one place that talks to the Kubernetes API (official client): apply, delete, wait, read, and the streams a
-kubelet serves through the API server (a pod's log, exec, port-forward), with `LocalForward`: a port on 127.0.0.1
-whose every connection is a port-forward to a pod.
+"""The one place that talks to the Kubernetes API (official client): apply, delete, wait, read, follow one object's
+changes (the API's watch: `Following`), and the streams a kubelet serves through the API server (a pod's log, exec,
+port-forward), with `LocalForward`: a port on 127.0.0.1 whose every connection is a port-forward to a pod.
 
 Every API failure becomes one `ClusterError` line that says what was asked, what the API server answered and what
 to do: forbidden (403), an unknown kind (its CRD is not installed), a field another manager owns (server-side apply
@@ -31,6 +31,7 @@ try:
     from kubernetes.dynamic.exceptions import ResourceNotFoundError
     from kubernetes.stream import portforward, stream
     from kubernetes.stream.ws_client import ERROR_CHANNEL, STDIN_CHANNEL, PortForward, WSClient
+    from kubernetes.watch import Watch
     from urllib3.exceptions import HTTPError as TransportError
     from websocket import WebSocketBadStatusException, WebSocketException
 except ModuleNotFoundError as exc:
@@ -237,6 +238,24 @@ class Cluster:
             return False
         return True
 
+    def follow(self, ref: Ref, on_change: Callable[[dict[str, Any] | None], None],
+               timeout: int = 240) -> Following:
+        """Follow one object through the API's watch: `on_change` gets its state now (None: it does not exist), in
+        the caller's thread, then every later state (None once deleted) in a thread of its own, until the returned
+        `Following` is closed. `timeout`: seconds each watch request lasts before it is made again from the last
+        resourceVersion (and from a fresh read when the server no longer has that version: 410 Gone)."""
+        resource = self._resource(ref.api_version, ref.kind)
+        following = Following(self, ref, resource, on_change, timeout)
+        following.start()
+        return following
+
+    def _read_listed(self, ref: Ref, resource: Any) -> tuple[dict[str, Any] | None, str]:
+        """The object (or None) and the resourceVersion of the list it came in: where a watch starts."""
+        listed = self._call(f"read {ref}", lambda: self.dynamic.get(
+            resource, namespace=ref.namespace, field_selector=f"metadata.name={ref.name}")).to_dict()
+        items = listed.get("items") or []
+        return (items[0] if items else None), str((listed.get("metadata") or {}).get("resourceVersion") or "")
+
     def wait(self, what: str, check: Callable[[], str | None], timeout: float, poll: float = 0.25) -> None:
         """Poll `check` until it returns None (done) or `timeout`; ClusterError with its last answer else."""
         deadline = time.monotonic() + timeout
@@ -333,6 +352,108 @@ class Cluster:
                 refused = forwarded.error()
                 raise ClusterError(f"{what}: " + (_one_line(refused) if refused else
                                                   f"no answer ({type(exc).__name__}: {_one_line(exc)})")) from None
+
+
+class Following:
+    """One object followed by the API's watch (see `Cluster.follow`). `errors` keeps the latest reasons a watch
+    request failed (it is made again a second later); `close()` ends the watch at once and joins its thread."""
+
+    RETRY = 1.0
+
+    def __init__(self, cluster: Cluster, ref: Ref, resource: Any, on_change: Callable[[dict[str, Any] | None], None],
+                 timeout: int) -> None:
+        self.cluster = cluster
+        self.ref = ref
+        self._resource = resource
+        self._on_change = on_change
+        self._timeout = timeout
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._watch: Watch | None = None
+        self._thread: threading.Thread | None = None
+        self.errors: list[str] = []
+        self.events = 0
+
+    def start(self) -> None:
+        obj, version = self.cluster._read_listed(self.ref, self._resource)
+        self._deliver(obj)
+        self._thread = threading.Thread(target=self._run, args=(version,), daemon=True,
+                                        name=f"meshlib-follow-{self.ref.kind}-{self.ref.name}")
+        self._thread.start()
+
+    def _deliver(self, obj: dict[str, Any] | None) -> None:
+        try:
+            self._on_change(obj)
+        except Exception as exc:  # noqa: BLE001 (the watcher's own thread: kept, never a traceback)
+            self._note(f"handling a change of {self.ref}: {type(exc).__name__}: {exc}")
+
+    def _note(self, text: str) -> None:
+        with self._lock:
+            self.errors = [*self.errors[-9:], _one_line(text)]
+
+    def _run(self, version: str) -> None:
+        while not self._closed.is_set():
+            try:
+                version = self._watch_from(version)
+            except ApiException as exc:
+                if self._closed.is_set():
+                    return
+                if exc.status == 410:  # the server has compacted that version away: read the object again
+                    try:
+                        obj, version = self.cluster._read_listed(self.ref, self._resource)
+                    except ClusterError as err:
+                        self._note(str(err))
+                        self._closed.wait(self.RETRY)
+                        continue
+                    self._deliver(obj)
+                    continue
+                self._note(f"watching {self.ref}: the API server answered {exc.status}: {_reason(exc)}")
+                self._closed.wait(self.RETRY)
+            except Exception as exc:  # noqa: BLE001 (a dropped connection, an unreachable server: try again)
+                if self._closed.is_set():
+                    return
+                self._note(f"watching {self.ref}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}")
+                self._closed.wait(self.RETRY)
+
+    def _watch_from(self, version: str) -> str:
+        """One watch request from `version`; the last version it saw."""
+        watch = Watch()
+        with self._lock:
+            if self._closed.is_set():
+                return version
+            self._watch = watch
+        try:
+            for event in self.cluster.dynamic.watch(self._resource, namespace=self.ref.namespace, name=self.ref.name,
+                                                    resource_version=version or None, timeout=self._timeout,
+                                                    watcher=watch):
+                if self._closed.is_set():
+                    break
+                obj = event.get("raw_object") or {}
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                if event.get("type") in ("ADDED", "MODIFIED"):
+                    self.events += 1
+                    self._deliver(obj)
+                elif event.get("type") == "DELETED":
+                    self.events += 1
+                    self._deliver(None)
+        finally:
+            with self._lock:
+                self._watch = None
+        return version
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End the watch (its connection is shut down, so a read in progress returns) and wait for the thread.
+        The stop is repeated until the thread ends: a watch request still being made when close() began has no
+        connection to shut down yet, and would otherwise wait for its next event."""
+        self._closed.set()
+        deadline = time.monotonic() + timeout
+        while self._thread is not None and self._thread.is_alive() and time.monotonic() < deadline:
+            with self._lock:
+                watch = self._watch
+            if watch is not None:
+                with contextlib.suppress(Exception):
+                    watch.stop()
+            self._thread.join(0.05)
 
 
 class ForwardedPort:

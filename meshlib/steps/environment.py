@@ -1,7 +1,7 @@
 """behave hooks: a mesh per scenario (shared per feature where asked), version gates, evidence, clean teardown.
 
 Userdata (behave.ini or -D): the run settings of meshlib.settings, shared with the pytest plugin: backend (local,
-or kubernetes with context, allowed_contexts, kubeconfig and gateway_url: see meshlib.kube),
+or kubernetes with context, allowed_contexts, kubeconfig, gateway_url and prometheus_url: see meshlib.kube),
 istio_version, namespace, manifests, alpha, seed, time_scale (real seconds per second of Flagger's analysis clock:
 0.05 runs a 45 s interval in 2.25 s; default 1), mesh_config (a meshlib.yaml mapping user images to local commands,
 as `meshlib up --mesh-config`; read only when named, each mapping printed once on stderr at the start),

@@ -191,12 +191,50 @@ spec:
         b.close()
 
 
-def test_steps_the_backend_cannot_serve_yet_say_so(cp: ControlPlane) -> None:
-    b = backend(cp, "unsupported")
+def test_apply_waits_for_every_pod_with_a_sidecar_to_be_ready(cp: ControlPlane) -> None:
+    """Istio's sidecar is Ready once Envoy has istiod's first configuration: an apply returns when every pod of the
+    namespace with a sidecar is Ready, and says which are not when they do not become so."""
+    pod = """\
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  {placement}
+  containers:
+  - {{name: app, image: example/app:v1}}
+{sidecar}"""
+    sidecar = "  - {name: istio-proxy, image: docker.io/istio/proxyv2:1.28.1}\n"
+    nowhere = "nodeSelector: {meshlib.io/nowhere: 'true'}"  # no node has it: the pod stays Pending
+    core = client.CoreV1Api(admin(cp))
+    b = backend(cp, "sidecars-ready", rollout_timeout=3)
     try:
-        with pytest.raises(MeshlibError, match="not supported on the kubernetes backend yet: the analysis history of "
-                                               "Canary catalog"):
+        # a pod without a sidecar is not waited for
+        started = time.monotonic()
+        b.apply_text(pod.format(name="plain", placement=nowhere, sidecar=""), "sidecars-ready")
+        assert time.monotonic() - started < 3
+        assert core.read_namespaced_pod("plain", "sidecars-ready").status.phase == "Pending"
+        # one with a sidecar is, until it is Ready
+        b.apply_text(pod.format(name="meshed", placement="nodeName: kwok-node-0", sidecar=sidecar), "sidecars-ready")
+        conditions = core.read_namespaced_pod("meshed", "sidecars-ready").status.conditions or []
+        assert any(c.type == "Ready" and c.status == "True" for c in conditions)
+        # one that never becomes Ready: the apply fails, naming it and why
+        with pytest.raises(ClusterError) as err:
+            b.apply_text(pod.format(name="stuck", placement=nowhere, sidecar=sidecar), "sidecars-ready")
+        message = str(err.value)
+        assert message.startswith("the pods with a sidecar in namespace sidecars-ready to be Ready: not done after "
+                                  "3s: 1 not ready: stuck Pending (Unschedulable)"), message
+        assert "\n" not in message
+    finally:
+        b.close()
+
+
+def test_what_the_backend_serves_and_what_it_says_it_cannot(cp: ControlPlane) -> None:
+    install_crds(cp, cp.build.flagger_crds)
+    b = backend(cp, "unsupported", prometheus=("no-prometheus", "istio-system", 9090))
+    try:
+        with pytest.raises(MeshlibError, match="no Canary catalog in namespace unsupported"):
             b.canary_history("catalog", "unsupported")
-        assert b.echoed_hosts() == {}
+        assert b.echoed_hosts() == {}  # a cluster's external hosts are the real ones
+        assert not b.has_prometheus()
     finally:
         b.close()
