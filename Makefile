@@ -5,6 +5,8 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 RESULTS := reports/allure-results
 ALLURE  := .tools/node_modules/.bin/allure
+REPORT  := reports/allure-report
+LIVING_DOC := reports/living-doc/index.html
 
 .PHONY: demo test lint features features-bdd features-reversed features-shuffled catalog report bench fuzz clean
 
@@ -24,13 +26,15 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-# The main job: every feature on the embedded mesh, Allure results with evidence, and a summary.
+# The main job: every feature on the embedded mesh, Allure results with evidence and pictures, a summary, and the
+# living doc (reports/living-doc/index.html: one file, opens from disk). The summary's verdict is the exit status.
 demo: $(STAMP)
 	@rm -rf $(RESULTS) && mkdir -p $(RESULTS)
 	@$(BIN)/behave -f allure -o $(RESULTS) -f progress --no-summary; \
+	 $(BIN)/python -m meshlib.report.living_doc $(RESULTS) -o $(LIVING_DOC) --allure-report $(REPORT); \
 	 $(BIN)/python -m meshlib.report.summary $(RESULTS)
 
-test: $(STAMP) lint
+test: $(STAMP) $(ALLURE) lint
 	@$(BIN)/python -m pytest --ignore=tests/bdd
 	@$(BIN)/behave --dry-run -f null --no-summary   # an undefined step fails the build
 	@$(BIN)/python -m meshlib.report.catalog --check
@@ -67,14 +71,23 @@ fuzz: $(STAMP)
 catalog: $(STAMP)
 	@$(BIN)/python -m meshlib.report.catalog
 
-# HTML from the Allure results with the real Allure CLI (npm allure-commandline; needs Java 17).
-report:
-	@test -x $(ALLURE) || npm install --silent --prefix .tools allure-commandline@2.46.1
-	@$(ALLURE) generate $(RESULTS) -o reports/allure-report --clean
-	@echo "open reports/allure-report/index.html (serve it over HTTP, e.g. python3 -m http.server -d reports/allure-report -b 127.0.0.1)"
+# HTML from the Allure results with the real Allure CLI (npm allure-commandline; needs Java 17). The previous
+# report's history is carried into the results first (Trend shows every run; --clean only empties the output), with
+# the categories (broken release / broken test / infrastructure) and, under CI, the executor; then the living doc
+# again, linking each scenario to its page in the report. ALLURE_NO_ANALYTICS: the report loads nothing from outside.
+report: $(STAMP) $(ALLURE)
+	@$(BIN)/python -m meshlib.report.allure_run $(RESULTS) --previous $(REPORT)
+	@ALLURE_NO_ANALYTICS=true $(ALLURE) generate $(RESULTS) -o $(REPORT) --clean
+	@$(BIN)/python -m meshlib.report.living_doc $(RESULTS) -o $(LIVING_DOC) --allure-report $(REPORT)
+	@echo "open $(LIVING_DOC) (from disk), and $(REPORT)/index.html over HTTP: python3 -m http.server -d $(REPORT) -b 127.0.0.1"
+
+# The Allure CLI from npm (make report, and the browser test in make test).
+$(ALLURE):
+	@npm install --silent --no-audit --no-fund --prefix .tools allure-commandline@2.46.1
 
 bench: $(STAMP)
 	@for f in tests/bench/*.py; do $(BIN)/python $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) .tools reports/allure-results reports/allure-report reports/summary.txt
+	rm -rf $(VENV) .tools reports/allure-results reports/allure-report reports/summary.txt reports/living-doc \
+	       reports/screenshots

@@ -28,6 +28,7 @@ installed, every check attaches its evidence to the Allure report.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -136,6 +137,19 @@ class _Notes:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "teardown":
             self.notes += [(report.nodeid, str(value)) for name, value in report.user_properties if name == NOTE]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With allure-pytest writing results (`--alluredir`), the run's environment (backend, Istio profile, Envoy,
+    seed, alpha, versions) and meshlib's categories go beside them; once, on the controller under xdist."""
+    config = session.config
+    results = getattr(config.option, "allure_report_dir", None)
+    if not results or hasattr(config, "workerinput"):
+        return
+    from meshlib.report.allure_run import run_facts, write_categories, write_environment
+
+    write_environment(Path(results), run_facts(run_settings(config), (), f"pytest {pytest.__version__}"))
+    write_categories(Path(results))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

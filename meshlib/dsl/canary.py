@@ -16,7 +16,8 @@ from typing import Any
 from meshlib.canary import Canary, Phase
 from meshlib.dsl.world import World
 from meshlib.expect import fail, table
-from meshlib.report.canary import history_table, weights_svg
+from meshlib.report.canary import history_document, history_table, weights_svg
+from meshlib.report.tables import html_table, tidy
 from meshlib.traffic import Response
 
 PHASES = [str(p) for p in Phase]
@@ -119,14 +120,20 @@ def _details(world: World, name: str) -> str:
 def attach_run(world: World, name: str) -> None:
     """The per-tick table, the weights chart (SVG), the metric queries and the Flagger log of this canary."""
     points = history(world, name)
-    world.attach(f"canary {name}: analysis per tick", history_table(points))
+    world.attach(f"canary {name}: analysis per tick",
+                 history_document(points, f"{name}.{world.namespace}: one row per analysis tick"), "html")
     world.attach(f"canary {name}: weights over time",
                  weights_svg(points, f"{name}.{world.namespace}: traffic weights per analysis tick"), "svg")
-    queries = [{"tick": i, "phase": p["phase"], "queries": p.get("queries") or []}
+    queries = [{"tick": i, "phase": p["phase"], "queries": _tidy_queries(p.get("queries") or [])}
                for i, p in enumerate(points) if p.get("queries")]
     if queries:
         world.attach(f"canary {name}: metric queries per tick", json.dumps(queries, indent=2), "json")
     world.attach(f"flagger log: {name}", "\n".join(flagger_log(world, name)))
+
+
+def _tidy_queries(queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Metric query evidence with values rounded (a success rate reads 99.5, not 99.49999999999999)."""
+    return [{k: tidy(v) if isinstance(v, float) else v for k, v in q.items()} for q in queries]
 
 
 def wait_for_phase(world: World, name: str, phase: str) -> None:
@@ -231,7 +238,10 @@ def at_most_failed(world: World, share: float) -> None:
     counts = Counter(r.status or f"no response ({r.error})" for r in responses)
     rows = [(status, n, f"{n / len(responses):.1%}") for status, n in counts.most_common()]
     evidence = table(("status", "requests", "share"), rows)
-    world.attach(f"background traffic: {len(bad)} of {len(responses)} failed", evidence)
+    world.attach(f"background traffic: {len(bad)} of {len(responses)} failed",
+                 html_table(("status", "requests", "share"), rows,
+                            bad=[i for i, row in enumerate(rows) if not isinstance(row[0], int) or row[0] >= 500]),
+                 "html")
     if len(bad) > share * len(responses):
         raise fail(f"at most {share:.0%} of the background requests to fail",
                    f"{len(bad)} of {len(responses)} did ({len(bad) / len(responses):.1%})", evidence)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from meshlib.config import listing
 from meshlib.dsl.world import World
+from meshlib.report.applied import applied_document
 
 OUTBOUND_POLICY = """apiVersion: install.istio.io/v1alpha1
 kind: IstioOperator
@@ -31,14 +32,14 @@ spec:
 
 def apply_manifests(world: World, names: list[str]) -> list[str]:
     applied = world.backend.apply([world.manifest(n) for n in names], world.namespace)
-    world.attach("applied resources", "\n".join(applied))
+    world.attach(f"applied {', '.join(names)}", applied_document(applied), "html")
     _note_not_modelled(world, applied)
     return applied
 
 
 def apply_yaml(world: World, text: str) -> list[str]:
     applied = world.backend.apply_text(text, world.namespace)
-    world.attach("applied YAML", text)
+    world.attach("applied YAML", applied_document(applied, text), "html")
     _note_not_modelled(world, applied)
     return applied
 

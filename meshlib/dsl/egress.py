@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from meshlib.dsl.world import World
 from meshlib.expect import fail
+from meshlib.report.tables import folded, html_document, table_fragment
 from meshlib.traffic import Plan, Response, send
 
 
 def call_from(world: World, workload: str, url: str) -> Response:
     target = world.backend.from_workload(workload, world.namespace, url)
     response = send(target, Plan(count=1, concurrency=1, headers=dict(world.headers)))[0]
-    world.attach(f"{workload} → {url}", f"HTTP {response.status or 'no response'} {response.error}\n"
-                                        f"{response.body[:500]}")
-    world.responses = [response]
+    status = str(response.status or "no response")
+    world.attach(f"{workload} → {url}: {status}", html_document(
+        table_fragment(("from", "url", "status", "ms", "error"),
+                       [(workload, url, status, round(response.elapsed_ms, 1), response.error or "-")],
+                       bad=[0] if response.status == 0 or response.status >= 500 else [])
+        + folded(f"the body ({len(response.body)} characters, the first 500)", response.body[:500])), "html")
+    world.record(target, [response])
     return response
 
 

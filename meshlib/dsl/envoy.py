@@ -9,8 +9,11 @@ from meshlib.backend import GATEWAY
 from meshlib.config.canonical import is_app, revision_of
 from meshlib.dsl.jsonpath import compile_path
 from meshlib.dsl.world import World
+from meshlib.errors import MeshlibError
 from meshlib.expect import fail
-from meshlib.explain import decide_on, outcome_text
+from meshlib.explain import decide_on, explain_text, outcome_text
+from meshlib.report.decision import decision_document
+from meshlib.report.tables import escape, html_document, html_table
 from meshlib.router import Decision, Request
 from meshlib.xds import ProxyConfig
 from meshlib.xds.naming import parse_cluster
@@ -46,19 +49,32 @@ def describe(d: Decision) -> str:
 
 def route_goes_to(world: World, who: str, host: str, path: str, headers: dict[str, str], subset: str) -> None:
     pc, d = decide(world, who, host, path, headers)
-    world.attach(f"route decision of {pc.proxy_id}", json.dumps({
-        "host": host, "path": path, "headers": headers, "routeConfig": d.route_config,
-        "virtualHost": d.virtual_host, "route": d.route}, indent=2), "json")
+    raw = {"host": host, "path": path, "headers": headers, "routeConfig": d.route_config,
+           "virtualHost": d.virtual_host, "route": d.route}
+    world.attach(f"route decision of {pc.proxy_id}",
+                 decision_document(_explained(world, pc, host, path, headers), raw), "html")
     subsets = [parsed[2] for c in clusters_of(d) if (parsed := parse_cluster(c))]
     if d.status is not None or subsets != [subset]:
         raise fail(f"{pc.proxy_id} to route {host}{path} to subset {subset}", f"it goes to {describe(d)}")
+
+
+def _explained(world: World, pc: ProxyConfig, host: str, path: str, headers: dict[str, str]) -> str:
+    """`meshlib explain`'s short form of this request at this proxy (its one-line outcome where explain cannot
+    name the proxy, e.g. a cluster's proxy meshlib did not translate)."""
+    try:
+        return explain_text(world.backend.store, pc.proxy_id, Request.of(host, path, headers=headers or {}))
+    except MeshlibError as exc:
+        return f"(no explanation: {exc})"
 
 
 def would_reach(world: World, who: str, host: str, path: str, headers: dict[str, str], version: str,
                 app: str) -> None:
     pc, d = decide(world, who, host, path, headers)
     workloads = endpoint_versions(world, pc, d, app)
-    world.attach(f"prediction at {pc.proxy_id}", f"{host}{path} {headers or ''} → {describe(d)}")
+    raw = {"host": host, "path": path, "headers": headers, "routeConfig": d.route_config,
+           "virtualHost": d.virtual_host, "route": d.route, "prediction": describe(d)}
+    world.attach(f"prediction at {pc.proxy_id}: {host}{path} → {describe(d)}",
+                 decision_document(_explained(world, pc, host, path, headers), raw), "html")
     if d.status is not None or workloads != {version}:
         raise fail(f"a request for {host}{path} at {pc.proxy_id} to reach {app} {version}",
                    f"it would reach {', '.join(sorted(workloads)) or describe(d)}")
@@ -78,7 +94,7 @@ def config_dump_has(world: World, who: str, expr: str, value: str | None = None)
     name, ns = proxy_of(world, who)
     dump = world.backend.config_dump(name, ns)
     found = [m.value for m in compile_path(expr).find(dump)]
-    world.attach(f"config_dump {expr}", json.dumps(found[:20], indent=2), "json")
+    world.attach(f"config_dump {expr}", json.dumps(found[:20], indent=2, default=str), "json")
     if not found:
         raise fail(f"the config dump of {name}.{ns} to have {expr}", "nothing matches")
     if value is not None and str(found[0]) != value:
@@ -104,7 +120,11 @@ def observed_matches_prediction(world: World, app: str) -> None:
             if s.peer.canonical_revision not in allowed:
                 wrong.append((r.request_id[:8], caller, s.authority + s.path, s.peer.canonical_revision,
                               ", ".join(sorted(allowed))))
-    world.attach("predicted vs observed", f"{checked} hops to {app} checked, {len(wrong)} disagreed")
+    title = f"{checked} hops to {app} checked against the route prediction, {len(wrong)} disagreed"
+    world.attach(f"predicted vs observed: {len(wrong)} of {checked} disagreed",
+                 html_table(("request", "caller", "url", "served by", "predicted"), wrong[:20], title=title,
+                            bad=range(len(wrong[:20]))) if wrong else html_document(f"<h4>{escape(title)}</h4>"),
+                 "html")
     if checked == 0:
         raise fail(f"requests that reached {app}", "none of the last batch did")
     if wrong:

@@ -12,7 +12,15 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from meshlib.report.names import PeerLike, version_of
 from meshlib.traffic import Response
+
+
+def _who(peer: PeerLike) -> str:
+    """The pod's workload, and its version when it has one and the name does not say it (`catalog-v2`, `webapp`,
+    `simple-backend-1`): the workload, not the app, since a retry that hid a failure names the pod's deployment."""
+    version = version_of(peer)
+    return f"{peer.workload} {version}" if version and not peer.workload.endswith(version) else peer.workload
 
 
 def _failed(status: int) -> bool:
@@ -25,8 +33,8 @@ class Hidden:
     traced: int = 0  # responses the ledger tied to at least one pod
     retried: int = 0  # responses with at least one extra try somewhere on their path
     extra_tries: int = 0
-    masked: Counter[tuple[str, str, int]] = field(default_factory=Counter)  # (workload, version, status)
-    mirror_failures: Counter[tuple[str, str, int]] = field(default_factory=Counter)
+    masked: Counter[tuple[str, int]] = field(default_factory=Counter)  # (app and version, status)
+    mirror_failures: Counter[tuple[str, int]] = field(default_factory=Counter)
     mirror_copies: int = 0
 
     def lines(self) -> list[str]:
@@ -43,9 +51,8 @@ class Hidden:
         return out
 
 
-def _counts(counts: Counter[tuple[str, str, int]]) -> str:
-    return ", ".join(f"{workload} {version} answered {status or 'nothing'} ×{n}"
-                     for (workload, version, status), n in counts.most_common())
+def _counts(counts: Counter[tuple[str, int]]) -> str:
+    return ", ".join(f"{who} answered {status or 'nothing'} ×{n}" for (who, status), n in counts.most_common())
 
 
 def of(responses: list[Response]) -> Hidden:
@@ -59,11 +66,11 @@ def of(responses: list[Response]) -> Hidden:
         for served in by_call.values():
             top = max(s.attempt for s in served)
             extra += top - 1
-            hidden.masked.update((s.peer.workload, s.peer.canonical_revision, s.status) for s in served
+            hidden.masked.update((_who(s.peer), s.status) for s in served
                                  if _failed(s.status) and s.attempt < top)
         hidden.retried += extra > 0
         hidden.extra_tries += extra
         hidden.mirror_copies += len(r.mirror_copies)
-        hidden.mirror_failures.update((s.peer.workload, s.peer.canonical_revision, s.status) for s in r.mirror_copies
+        hidden.mirror_failures.update((_who(s.peer), s.status) for s in r.mirror_copies
                                       if _failed(s.status))
     return hidden

@@ -40,7 +40,7 @@ def count_lines(world: World, app: str, version: str | None, text: str, containe
         time.sleep(0.05)
     who = f"{app} {version}" if version else app
     world.attach(f"{who} {'access ' if container == PROXY else ''}log lines with {text!r}",
-                 "\n".join(found[:50]) + (f"\n… {len(found) - 50} more" if len(found) > 50 else ""))
+                 ("\n".join(found[:50]) or "(no line)") + (f"\n… {len(found) - 50} more" if len(found) > 50 else ""))
     return len(found)
 
 

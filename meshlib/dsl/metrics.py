@@ -22,7 +22,6 @@ sidecar's merged metrics over port-forward (`meshlib.kube.prometheus`, `meshlib.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -41,6 +40,7 @@ from meshlib.local.metricsquery import (
     labels_match,
 )
 from meshlib.local.prometheus import PrometheusUnavailable, PromQLError, Sample
+from meshlib.report.tables import escape, html_document, html_table, table_fragment, tidy
 
 if TYPE_CHECKING:
     from meshlib.local.mesh import LocalMesh
@@ -147,10 +147,10 @@ def run_promql(world: World, query: str) -> list[Sample]:
     except PrometheusUnavailable as exc:
         raise needs_prometheus(exc, local=getattr(world.backend, "mesh", None) is not None) from None
     except PromQLError as exc:
-        world.attach("PromQL (rejected)", json.dumps({"query": query, "error": exc.message}, indent=2), "json")
+        world.attach("PromQL (rejected)", html_document(
+            f"<pre>{escape(query)}</pre><p class='note'>Prometheus said: {escape(exc.message)}</p>"), "html")
         raise ExpectationFailed(f"Prometheus could not run the PromQL\n  {query}\n  {exc.message}") from None
-    result = [{"metric": labels, "value": _json_number(value)} for labels, value in samples]
-    world.attach(f"PromQL {query}", json.dumps({"query": query, "result": result}, indent=2), "json")
+    world.attach(f"PromQL {query}", _promql_document(query, samples), "html")
     return samples
 
 
@@ -225,8 +225,9 @@ def requests_grew(world: World, label: str, value: str, at_least: int) -> int:
     else:
         grew, source = counted, "the proxies' own counters (no Prometheus)"
     world.attach(f"istio_requests_total {label}={value}",
-                 table(("when", "requests"), [("when the traffic started", before), ("now", before + grew),
-                                              ("grew by", grew)]) + f"\n  source: {source}")
+                 html_table(("when", "requests"), [("when the traffic started", before), ("now", before + grew),
+                                                   ("grew by", grew)], notes=[f"source: {source}"],
+                            bad=[2] if grew < at_least else []), "html")
     if grew < at_least:
         raise fail(f"istio_requests_total for {label} {value} to grow by at least {at_least}",
                    f"it grew by {grew} since the traffic started ({before} → {before + grew})",
@@ -239,7 +240,8 @@ def received(world: World, workload: str, count: int) -> int:
     filters = {"reporter": "destination", "destination_workload": workload,
                "destination_workload_namespace": world.namespace}
     n = _settle(world, filters, count)
-    world.attach(f"{workload}: requests received", _codes_table(world, workload))
+    world.attach(f"{workload}: requests received", _codes_document(world, workload, f"{n} requests received"),
+                 "html")
     if n != count:
         raise fail(f"{workload} to receive {count} requests since the traffic started",
                    f"its sidecars counted {n}", _codes_table(world, workload))
@@ -265,8 +267,9 @@ def success_rate_below(world: World, workload: str, share: float) -> float:
 
 def _success_rate(world: World, workload: str) -> float:
     rate = _builtin(world).success_rate(workload, world.namespace, window_seconds=None)
-    codes = _codes_table(world, workload)
-    world.attach(f"success rate of {workload}", f"{'no requests' if rate is None else f'{rate:.2f}%'}\n{codes}")
+    world.attach(f"success rate of {workload}",
+                 _codes_document(world, workload, f"success rate {'-' if rate is None else f'{rate:.2f}%'}"),
+                 "html")
     if rate is None:
         raise fail(f"requests to {workload} since the traffic started, to compute its success rate",
                    "its sidecars counted none (Flagger: \"no values found\", a failed check)",
@@ -280,7 +283,8 @@ def latency_at_most(world: World, workload: str, quantile: float, limit_ms: floa
         raise ValueError(f"a latency quantile is between p1 and p100, not p{quantile * 100:g}")
     value = _builtin(world).latency_quantile(workload, world.namespace, quantile, window_seconds=None)
     name = f"p{quantile * 100:g} latency of {workload}"
-    world.attach(name, "no requests" if value is None else f"{value:.1f} ms (from the duration histogram)")
+    world.attach(name,
+                 "no requests" if value is None else f"{value:.1f} ms (from the duration histogram)")
     if value is None:
         raise fail(f"requests to {workload} since the traffic started, to compute its {name.split()[0]} latency",
                    "its sidecars counted none (Flagger: \"no values found\", a failed check)")
@@ -289,15 +293,45 @@ def latency_at_most(world: World, workload: str, quantile: float, limit_ms: floa
     return value
 
 
-def _codes_table(world: World, workload: str) -> str:
+def _codes(world: World, workload: str) -> Counter[str]:
+    """Requests to the workload since the mark, by response code (destination side, Flagger's target match)."""
     codes: Counter[str] = Counter()
     for (_, name, labels), v in _since_mark(world).items():
         lab = dict(labels)
         if name == REQUESTS and flagger_target(lab, workload, world.namespace) and v:
             codes[lab.get("response_code", "-")] += int(round(v))
+    return codes
+
+
+def _codes_table(world: World, workload: str) -> str:
+    codes = _codes(world, workload)
     if not codes:
         return "  (no requests counted)"
     return table(("response code", "requests"), sorted(codes.items())) + f"\n  total: {sum(codes.values())}"
+
+
+def _codes_document(world: World, workload: str, title: str) -> str:
+    codes = _codes(world, workload)
+    rows = sorted(codes.items())
+    return html_table(("response code", "requests"), rows, title=f"{workload}: {title} since the traffic started",
+                      notes=[f"total: {sum(codes.values())}" if codes else "no requests counted"],
+                      bad=[i for i, (code, _) in enumerate(rows) if code.startswith("5") or code == "0"])
+
+
+def _promql_document(query: str, samples: list[Sample]) -> str:
+    """The query, then its series as a table: one column per label that differs between them, values rounded."""
+    labels = [dict(lab) for lab, _ in samples]
+    keys = sorted({k for lab in labels for k in lab})
+    varying = [k for k in keys if len({lab.get(k) for lab in labels}) > 1] or keys[:4]
+    rows = [(*(lab.get(k, "") for k in varying), _json_number(tidy(value)))
+            for lab, (_, value) in zip(labels, samples, strict=True)]
+    common = ", ".join(f'{k}="{labels[0][k]}"' for k in keys if k not in varying and labels) if len(labels) > 1 \
+        else ""
+    body = f"<pre>{escape(query)}</pre>" + (table_fragment((*varying, "value"), rows) if samples
+                                            else "<p class='note'>no series (empty result)</p>")
+    if common:
+        body += f"<p class='note'>every series has {escape(common)}</p>"
+    return html_document(body, query)
 
 
 def _series(labels: Mapping[str, str]) -> str:

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from meshlib.dsl.world import World
 from meshlib.expect import fail, table
+from meshlib.report.tables import html_table
 from meshlib.traffic import Response
 from meshlib.xds.naming import parse_cluster
 
@@ -35,11 +36,18 @@ class ClusterCounts:
     def total(self, names: tuple[str, ...]) -> float:
         return sum(v for counters in self.clusters.values() for n, v in counters.items() if n in names)
 
-    def evidence(self, names: tuple[str, ...]) -> str:
-        rows = [(cluster, name.removeprefix("envoy_cluster_"), f"{counters.get(name, 0):g}")
+    def rows(self, names: tuple[str, ...]) -> list[tuple[str, str, float]]:
+        return [(cluster, name.removeprefix("envoy_cluster_"), counters.get(name, 0))
                 for cluster, counters in sorted(self.clusters.items()) for name in names]
+
+    def evidence(self, names: tuple[str, ...]) -> str:
+        rows = [(c, n, f"{v:g}") for c, n, v in self.rows(names)]
         return f"Envoy counters at the {self.caller} sidecar for {self.service}:\n" + table(
             ("cluster", "counter", "value"), rows)
+
+    def document(self, names: tuple[str, ...]) -> str:
+        return html_table(("cluster", "counter", "value"), self.rows(names),
+                          title=f"Envoy counters at the {self.caller} sidecar for {self.service}")
 
 
 def cluster_counts(world: World, caller: str, service: str) -> ClusterCounts:
@@ -61,7 +69,7 @@ def cluster_counts(world: World, caller: str, service: str) -> ClusterCounts:
 def _counter_check(world: World, caller: str, service: str, names: tuple[str, ...], what: str,
                    expect_some: bool) -> float:
     counts = cluster_counts(world, caller, service)
-    world.attach(f"{what} at {caller} → {service}", counts.evidence(names))
+    world.attach(f"{what} at {caller} → {service}", counts.document(names), "html")
     total = counts.total(names)
     if expect_some and total == 0:
         raise fail(f"the {caller} sidecar to have {what} for {service}",
@@ -92,7 +100,7 @@ def none_healthy(world: World, caller: str, service: str) -> None:
     threshold of 0, Envoy then answers 503 with UH (no healthy upstream) instead of sending to them."""
     counts = cluster_counts(world, caller, service)
     names = (HEALTHY, MEMBERS)
-    world.attach(f"endpoint health at {caller} → {service}", counts.evidence(names))
+    world.attach(f"endpoint health at {caller} → {service}", counts.document(names), "html")
     populated = {c: v for c, v in counts.clusters.items() if v.get(MEMBERS, 0) > 0}
     if not populated:
         raise fail(f"the {caller} sidecar to know endpoints of {service}",
@@ -125,8 +133,10 @@ def spread_evenly(world: World, app: str, pods: int) -> Counter[str]:
     n = len(served)
     low, high = n // pods, -(-n // pods)
     rows = sorted(counts.items())
-    world.attach(f"requests per {app} pod", table(("pod", "requests"), rows) + f"\n  {n} requests, {pods} pods: "
-                 f"each must serve {low}" + (f"–{high}" if high != low else ""))
+    world.attach(f"requests per {app} pod", html_table(
+        ("pod", "requests"), rows, notes=[f"{n} requests, {pods} pods: each must serve {low}"
+                                          + (f"–{high}" if high != low else "")],
+        bad=[i for i, (_, c) in enumerate(rows) if not low <= c <= high]), "html")
     if len(counts) != pods or any(not low <= c <= high for c in counts.values()):
         raise fail(f"{n} requests to {app} spread evenly over {pods} pods ({low}" +
                    (f"–{high}" if high != low else "") + " each)",
@@ -143,7 +153,7 @@ def sticky(world: World, header: str, app: str) -> dict[str, set[str]]:
             raise fail(f"every request to carry the {header} header", f"request {response.request_id[:8]} did not")
         by_value[value][pod] += 1
     rows = [(value, ", ".join(f"{p} ×{c}" for p, c in counts.items())) for value, counts in sorted(by_value.items())]
-    world.attach(f"{app} pods by {header}", table((header, "served by"), rows))
+    world.attach(f"{app} pods by {header}", html_table((header, "served by"), rows), "html")
     split = {v: set(c) for v, c in by_value.items() if len(c) > 1}
     if split:
         raise fail(f"each {header} to stay on one {app} pod", f"{len(split)} of {len(by_value)} moved",
@@ -160,7 +170,7 @@ def at_least_status(world: World, count: int, status: int) -> int:
     if not world.responses:
         raise fail(f"at least {count} responses with status {status}", "no requests have been sent yet")
     seen = Counter(r.status for r in world.responses)
-    world.attach("statuses", table(("status", "responses"), sorted(seen.items())))
+    world.attach("statuses", html_table(("status", "responses"), sorted(seen.items())), "html")
     if seen[status] < count:
         raise fail(f"at least {count} of {len(world.responses)} responses to have status {status}",
                    f"{seen[status]} did; statuses: " + ", ".join(f"{s}: {n}" for s, n in sorted(seen.items())))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from meshlib.dsl import hidden, metrics
 from meshlib.dsl.world import World
+from meshlib.errors import InputError
 from meshlib.expect import table
+from meshlib.report.batch import batch_document
+from meshlib.report.names import chain_label
 from meshlib.traffic import BackgroundTraffic, Plan, Response, Target, send
 
 SAMPLE = 20
@@ -20,43 +23,75 @@ def _run(world: World, target: Target, plan: Plan) -> list[Response]:
     echoed_before = world.backend.echoed_hosts()
     responses = send(target, plan)
     title = f"{len(responses)} requests {target.label}"
-    _record(world, responses, title)
+    _record(world, target, responses, title)
+    _note_echoes(world, title, echoed_before)
+    return responses
+
+
+def until_decided(world: World, path: str, host: str, batch: int, cap: int,
+                  decided: Callable[[list[Response]], bool]) -> list[Response]:
+    """Send batches of `batch` requests through the ingress gateway until `decided` (called after each batch with
+    every response so far, each tied to the pods that served it) returns True, or `cap` requests were sent.
+
+    The batches together become the last batch later checks look at; the evidence says how many batches it took.
+    """
+    if not 0 < batch <= cap:
+        raise InputError(f"batches of {batch} with a cap of {cap} requests: a batch must be 1 to the cap")
+    target = world.backend.gateway(host, path)
+    metrics.traffic_starts(world)
+    world.sent_at = datetime.now(UTC)
+    world.last_target = target
+    echoed_before = world.backend.echoed_hosts()
+    responses: list[Response] = []
+    batches = 0
+    while len(responses) < cap:
+        plan = Plan(count=min(batch, cap - len(responses)), concurrency=world.concurrency,
+                    headers=dict(world.headers), rotate=world.rotate)
+        got = send(target, plan)
+        _tie(world, got)
+        responses.extend(got)
+        batches += 1
+        if decided(responses):
+            break
+    title = (f"{len(responses)} requests {target.label}, in {batches} batch{'es' if batches != 1 else ''} "
+             "until the claim was decided")
+    _keep(world, target, responses, title)
+    _note_echoes(world, title, echoed_before)
+    return responses
+
+
+def _note_echoes(world: World, title: str, echoed_before: dict[str, int]) -> None:
     for host, count in sorted(world.backend.echoed_hosts().items()):
         if count > echoed_before.get(host, 0):
             world.note(f"{title}: {count - echoed_before.get(host, 0)} reached the external host {host}, which "
                        "meshlib's echo stand-in answered, not a copy of that host: declare one under "
                        "externalHosts in the mesh config (-D mesh_config=FILE) to check what it answers")
-    return responses
 
 
-def _record(world: World, responses: list[Response], title: str) -> list[Response]:
+def _record(world: World, target: Target | None, responses: list[Response], title: str) -> list[Response]:
     """Tie each response to the pods that served it (ledger by x-request-id), keep them, attach a sample."""
+    _tie(world, responses)
+    return _keep(world, target, responses, title)
+
+
+def _tie(world: World, responses: list[Response]) -> None:
+    """Which pods served each response (and which got a mirrored copy), once the backend's records settled."""
     world.backend.settle()
     for r in responses:
         served = world.backend.served(r.request_id)
         r.served_by = [s for s in served if not s.mirrored]
         r.mirror_copies = [s for s in served if s.mirrored]
-    world.responses = responses
+
+
+def _keep(world: World, target: Target | None, responses: list[Response], title: str) -> list[Response]:
+    """The responses become the last batch; who served them, statuses, latency and a sample are attached, what
+    clients did not see (retries, failures a retry hid, failed mirror copies) is noted."""
+    world.record(target, responses)
     what = hidden.of(responses)
-    world.attach(title, "\n".join([batch_summary(responses), *what.lines(), "", sample_table(responses)]), "text")
+    world.attach(title, batch_document(title, responses, notes=what.lines()), "html")
     for line in what.lines():
         world.note(f"{title}: {line}")
     return responses
-
-
-def batch_summary(responses: list[Response]) -> str:
-    """Counts by status and by the versions that served, with latency percentiles."""
-    if not responses:
-        return ""
-    by = Counter((r.status or "no response", served_text(r)) for r in responses)
-    elapsed = sorted(r.elapsed_ms for r in responses)
-
-    def pct(q: float) -> float:
-        return elapsed[min(len(elapsed) - 1, int(q * len(elapsed)))]
-
-    rows = [(status, served, n) for (status, served), n in by.most_common()]
-    return (table(("status", "served by", "requests"), rows)
-            + f"\n  latency p50 {pct(0.5):.1f} ms, p90 {pct(0.9):.1f} ms, max {elapsed[-1]:.1f} ms")
 
 
 def sample_table(responses: list[Response], limit: int = SAMPLE) -> str:
@@ -67,7 +102,7 @@ def sample_table(responses: list[Response], limit: int = SAMPLE) -> str:
 
 
 def served_text(r: Response) -> str:
-    return " → ".join(f"{s.peer.workload} ({s.peer.canonical_revision})" for s in r.served_by) or "-"
+    return chain_label([s.peer for s in r.served_by]) or "-"
 
 
 def set_concurrency(world: World, count: int) -> None:
@@ -105,7 +140,9 @@ def start_background(world: World, rate: float, path: str, host: str) -> Backgro
 
 
 def stop_background(world: World) -> list[Response]:
-    responses = [r for t in world.background.values() for r in t.stop()]
+    traffics = list(world.background.values())
+    responses = [r for t in traffics for r in t.stop()]
     world.background.clear()
     world.finished_background = responses
-    return _record(world, responses, f"background traffic: {len(responses)} requests")
+    target = traffics[0].target if len(traffics) == 1 else None  # several: the graph reads each request's own path
+    return _record(world, target, responses, f"background traffic: {len(responses)} requests")

@@ -13,7 +13,15 @@ from meshlib.errors import MeshlibError
 from meshlib.stats import DEFAULT_ALPHA
 from meshlib.traffic import BackgroundTraffic, Response, Target
 
-Evidence = Callable[[str, str, str], None]  # name, body, kind ("text", "json", "csv", "html", "png")
+Evidence = Callable[[str, str, str], None]  # name, body, kind ("text", "json", "csv", "html", "svg", "png")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch the scenario sent: where to, and what came back (with the pods that served each request)."""
+
+    target: Target | None
+    responses: list[Response]
 
 
 def _no_evidence(_name: str, _body: str, _kind: str) -> None:
@@ -38,6 +46,14 @@ class World:
     metrics: Any = None  # meshlib.dsl.metrics: the proxies' counters as they were when the last batch started
     notes: list[str] = field(default_factory=list)  # for the console: what a passing scenario should not hide
     allow_outside_manifests: bool = False  # manifest paths may leave the manifests folder
+    batches: list[Batch] = field(default_factory=list)  # every batch of the scenario: its traffic picture
+    decided: Any = None  # meshlib.dsl.distribution.Decided: the last claim a sequential check decided
+
+    def record(self, target: Target | None, responses: list[Response]) -> None:
+        """A batch sent to `target`: its answers become `responses` (the checks read the last batch), and it is kept
+        in `batches` for the scenario's traffic graph."""
+        self.batches.append(Batch(target, list(responses)))
+        self.responses = responses
 
     def manifest(self, name: str) -> Path:
         """A path as written in a feature, relative to the manifests folder. It must stay inside that folder

@@ -1,4 +1,4 @@
-"""Evidence for a canary run: the per-tick table and a weights-over-time chart (hand-written SVG, no dependencies).
+"""Evidence for a canary run: the per-tick table and a chart of weights and metrics over time (matplotlib).
 
 Both take the history a backend reports (`canary_history`): one dict per analysis tick with `time` (seconds
 on the analysis clock), `phase`, `canaryWeight`, `failedChecks`, `primaryWeight`, `routeCanaryWeight` and
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-from xml.sax.saxutils import escape
 
 from meshlib.expect import table
+from meshlib.report.charts import RC, new_figure, svg_of
+from meshlib.report.tables import html_table
 
 History = Sequence[Mapping[str, Any]]
 
@@ -54,90 +55,82 @@ def history_table(history: History) -> str:
 
 
 def weights_svg(history: History, title: str) -> str:
-    """Canary and primary weights as steps over analysis time, ticks coloured by phase, failed checks marked."""
-    width, height = 760, 340
-    left, right, top, bottom = 56, 150, 44, 64
-    plot_w, plot_h = width - left - right, height - top - bottom
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-           f'<rect width="{width}" height="{height}" fill="white"/>',
-           f'<text x="{left}" y="22" font-size="14" font-weight="bold">{escape(title)}</text>']
-    if not history:
-        out.append(f'<text x="{left}" y="{top + 20}">no analysis tick yet</text></svg>')
-        return "\n".join(out)
-    start = history[0]["time"]
-    times = [p["time"] - start for p in history]
-    step = (times[-1] / (len(times) - 1)) if len(times) > 1 and times[-1] > 0 else 1.0
-    span = (times[-1] + step) or 1.0
+    """Canary and primary weights as steps over analysis time, phases as coloured bands, failed checks marked,
+    and below them the metric values each tick read (gaps where a query found no values). Drawn with matplotlib."""
+    import matplotlib
 
-    def x(t: float) -> float:
-        return round(left + plot_w * t / span, 1)
+    with matplotlib.rc_context(RC):
+        names = metric_names(history)
+        fig = new_figure(8.2, 3.6 + 1.5 * len(names))
+        axes = fig.subplots(1 + len(names), 1, sharex=True, squeeze=False,
+                            gridspec_kw={"height_ratios": [3] + [1.4] * len(names)})[:, 0]
+        top = axes[0]
+        fig.suptitle(title, x=0.01, ha="left", fontsize=11)
+        if not history:
+            top.text(0.5, 0.5, "no analysis tick yet", ha="center", va="center", transform=top.transAxes)
+            top.set_axis_off()
+            return svg_of(fig)
+        start = history[0]["time"]
+        times = [p["time"] - start for p in history]
+        step = (times[-1] / (len(times) - 1)) if len(times) > 1 and times[-1] > 0 else 1.0
+        ends = [*times[1:], times[-1] + step]
+        for phase, x0, x1 in _phase_spans(history, times, ends):
+            top.axvspan(x0, x1, color=PHASE_COLOURS.get(phase, "#9e9e9e"), alpha=0.13, lw=0, label=phase)
+        canary = [p["canaryWeight"] or 0 for p in history]
+        primary = [p.get("primaryWeight") or 0 for p in history]
+        top.step([*times, ends[-1]], [*canary, canary[-1]], where="post", color=CANARY_COLOUR, lw=2.4,
+                 label="canary weight")
+        top.step([*times, ends[-1]], [*primary, primary[-1]], where="post", color=PRIMARY_COLOUR, lw=1.8,
+                 ls="--", label="primary weight")
+        failed = [(t, w) for t, w, p, q in zip(times, canary, history, [{"failedChecks": 0}, *history[:-1]],
+                                                     strict=True)
+                  if p["failedChecks"] > q["failedChecks"]]
+        if failed:
+            top.scatter([t for t, _ in failed], [w + 4 for _, w in failed], marker="X", s=70, color="#e53935",
+                        zorder=5, label="failed check")
+        top.set_ylim(-3, 108)
+        top.set_ylabel("weight (%)")
+        top.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+        for low, name in zip(axes[1:], names, strict=True):  # one panel per metric: each has its own unit
+            values = [(p.get("metrics") or {}).get(name) for p in history]
+            low.plot(times, [float("nan") if v is None else v for v in values], marker="o", ms=4, color="#00897b")
+            missing = [t for t, v, p in zip(times, values, history, strict=True)
+                       if v is None and name in (p.get("metrics") or {})]
+            if missing:
+                low.scatter(missing, [0] * len(missing), marker="x", s=40, color="#e53935", label="no values")
+                low.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+            low.set_ylabel(name, fontsize=8)
+        axes[-1].set_xlabel("analysis time (s, on the canary's clock)")
+        return svg_of(fig)
 
-    def y(weight: float) -> float:
-        return round(top + plot_h * (1 - weight / 100), 1)
 
-    for w in (0, 25, 50, 75, 100):  # grid and y axis
-        out.append(f'<line x1="{left}" y1="{y(w)}" x2="{left + plot_w}" y2="{y(w)}" stroke="#e0e0e0"/>')
-        out.append(f'<text x="{left - 6}" y="{y(w) + 4}" text-anchor="end">{w}%</text>')
-    out.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#616161"/>')
-    out.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#616161"/>')
-    out.append(f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle">'
-               "analysis time (s, on the canary's clock)</text>")
-    for t in times:  # x ticks
-        out.append(f'<line x1="{x(t)}" y1="{top + plot_h}" x2="{x(t)}" y2="{top + plot_h + 4}" stroke="#616161"/>')
-    labels = max(1, len(times) // 8)
-    for t in times[::labels]:
-        out.append(f'<text x="{x(t)}" y="{top + plot_h + 16}" text-anchor="middle">{t:.0f}</text>')
-
-    # phase bands along the bottom
-    band_y = top + plot_h + 22
-    i = 0
-    while i < len(history):
-        j = i
-        while j + 1 < len(history) and history[j + 1]["phase"] == history[i]["phase"]:
-            j += 1
-        x0, x1 = x(times[i]), x(times[j + 1] if j + 1 < len(times) else times[j] + step)
-        phase = str(history[i]["phase"])
-        out.append(f'<rect x="{x0}" y="{band_y}" width="{max(x1 - x0, 1):.1f}" height="12" '
-                   f'fill="{PHASE_COLOURS.get(phase, "#9e9e9e")}" opacity="0.8"><title>{escape(phase)}</title></rect>')
-        i = j + 1
-
-    def steps(key: str) -> str:
-        pts = []
-        for k, p in enumerate(history):
-            w = p.get(key)
-            w = 0 if w is None else w
-            end = times[k + 1] if k + 1 < len(times) else times[k] + step
-            pts += [f"{x(times[k])},{y(w)}", f"{x(end)},{y(w)}"]
-        return " ".join(pts)
-
-    out.append(f'<polyline points="{steps("primaryWeight")}" fill="none" stroke="{PRIMARY_COLOUR}" '
-               'stroke-width="2" stroke-dasharray="5,3"/>')
-    out.append(f'<polyline points="{steps("canaryWeight")}" fill="none" stroke="{CANARY_COLOUR}" stroke-width="2.5"/>')
-    previous_failed = 0
-    for k, p in enumerate(history):
+def _phase_spans(history: History, times: list[float], ends: list[float]) -> list[tuple[str, float, float]]:
+    spans: list[tuple[str, float, float]] = []
+    for p, t, end in zip(history, times, ends, strict=True):
         phase = str(p["phase"])
-        cx, cy = x(times[k]), y(p["canaryWeight"])
-        tip = f"+{times[k]:.0f}s {phase} weight {p['canaryWeight']} failedChecks {p['failedChecks']}"
-        out.append(f'<circle cx="{cx}" cy="{cy}" r="4" fill="{PHASE_COLOURS.get(phase, "#9e9e9e")}" '
-                   f'stroke="white"><title>{escape(tip)}</title></circle>')
-        if p["failedChecks"] > previous_failed:
-            out.append(f'<text x="{cx}" y="{cy - 8}" text-anchor="middle" fill="#e53935" font-size="13" '
-                       f'font-weight="bold">✕<title>failed check {p["failedChecks"]}</title></text>')
-        previous_failed = p["failedChecks"]
+        if spans and spans[-1][0] == phase:
+            spans[-1] = (phase, spans[-1][1], end)
+        else:
+            spans.append((phase, t, end))
+    return spans
 
-    lx, ly = left + plot_w + 16, top + 6  # legend
-    out.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 22}" y2="{ly}" stroke="{CANARY_COLOUR}" stroke-width="2.5"/>')
-    out.append(f'<text x="{lx + 28}" y="{ly + 4}">canary weight</text>')
-    out.append(f'<line x1="{lx}" y1="{ly + 18}" x2="{lx + 22}" y2="{ly + 18}" stroke="{PRIMARY_COLOUR}" '
-               'stroke-width="2" stroke-dasharray="5,3"/>')
-    out.append(f'<text x="{lx + 28}" y="{ly + 22}">primary weight</text>')
-    out.append(f'<text x="{lx + 6}" y="{ly + 42}" fill="#e53935" font-weight="bold" text-anchor="middle">✕</text>')
-    out.append(f'<text x="{lx + 28}" y="{ly + 42}">failed check</text>')
-    seen = list(dict.fromkeys(str(p["phase"]) for p in history))
-    for n, phase in enumerate(seen):
-        py = ly + 62 + 16 * n
-        out.append(f'<rect x="{lx}" y="{py - 9}" width="22" height="11" fill="{PHASE_COLOURS.get(phase, "#9e9e9e")}"/>')
-        out.append(f'<text x="{lx + 28}" y="{py}">{escape(phase)}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
+
+def history_document(history: History, title: str) -> str:
+    """The per-tick table as an HTML evidence document."""
+    if not history:
+        return html_table(("tick",), [], title=title, notes=["no analysis tick yet"])
+    start = history[0]["time"]
+    names = metric_names(history)
+    rows = []
+    for i, p in enumerate(history):
+        metrics = p.get("metrics") or {}
+        rows.append((i, f"+{p['time'] - start:.0f}s", p["phase"], p["canaryWeight"], p.get("primaryWeight"),
+                     p["failedChecks"], *(_cell(metrics[n]) if n in metrics else "-" for n in names)))
+    bad = [i for i, p in enumerate(history) if p["phase"] == "Failed"
+           or (i and p["failedChecks"] > history[i - 1]["failedChecks"])]
+    header = ("tick", "time", "phase", "canary weight", "primary weight", "failed checks", *names)
+    return html_table(header, rows, title=title, bad=bad)
+
+
+def _cell(value: float | None) -> str | float:
+    return "no values" if value is None else round(value, 2)

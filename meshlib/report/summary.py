@@ -50,7 +50,7 @@ def _why(result: dict[str, Any], results_dir: Path) -> list[str]:
     elif status == "skipped":
         message = (result.get("statusDetails") or {}).get("message")
         if message:
-            lines.append(f"  skipped: {message.strip().splitlines()[0]}")
+            lines.append(f"  skipped: {message.strip().splitlines()[0].removeprefix('skipped: ')}")
     for attachment in _attachments(result):
         if str(attachment.get("name", "")).startswith(NOTE):
             source = results_dir / str(attachment.get("source", ""))

@@ -30,6 +30,7 @@ from meshlib.backend import Backend
 from meshlib.dsl import metrics
 from meshlib.dsl.world import World
 from meshlib.local.meshconfig import read_mesh_config
+from meshlib.report import behave_report
 from meshlib.report.evidence import attach
 from meshlib.settings import from_mapping
 from meshlib.tags import SHARED_MESH, order, pinned_version, version_gate, with_seed
@@ -73,6 +74,7 @@ def before_all(context: Context) -> None:
     if context.meshlib_order and context.meshlib_order.startswith("shuffle:"):
         _console(f"scenarios of each feature in shuffled order: -D scenario_order={context.meshlib_order}")
     context.meshlib_skipped = []
+    context.meshlib_report = behave_report.start(context.config)  # None unless an Allure formatter runs
 
 
 def _console(text: str) -> None:
@@ -103,6 +105,7 @@ def before_scenario(context: Context, scenario: Scenario) -> None:
     version = pinned_version(tags, context.meshlib_version)
     context.world = None
     context.scenario_backend = None
+    behave_report.describe(getattr(context, "meshlib_report", None), scenario, version)
     gate = version_gate(tags, version)
     if gate:
         _skip(context, scenario, gate)
@@ -123,6 +126,7 @@ def before_scenario(context: Context, scenario: Scenario) -> None:
 
 def after_scenario(context: Context, scenario: Scenario) -> None:
     world = getattr(context, "world", None)
+    behave_report.pictures(getattr(context, "meshlib_report", None), world)  # while its mesh still runs
     if world is not None:
         world.stop_background()
     _stop(getattr(context, "scenario_backend", None))
@@ -152,6 +156,8 @@ def after_feature(context: Context, feature: Feature) -> None:
 
 def after_all(context: Context) -> None:
     _close_all()
+    behave_report.finish(getattr(context, "meshlib_report", None), context.config.userdata,
+                         getattr(context, "meshlib_version", None))
     skipped = getattr(context, "meshlib_skipped", [])
     if skipped:  # past behave's output capture: a skip must say why even when the run passes
         lines = "\n".join(f"  {s}" for s in skipped)

@@ -2,7 +2,8 @@
 
 from urllib.parse import urlsplit
 
-from meshlib.dsl import sending
+from meshlib.dsl import distribution, sending
+from meshlib.dsl.types import parse_percent
 from meshlib.expect import fail
 from meshlib.steps._matcher import cfparse, given, restore, when, world
 
@@ -115,6 +116,31 @@ def send_for(context, seconds, rate):
     """
     host, path = _default(context)
     sending.for_duration(world(context), seconds, path, host, rate)
+
+
+@when("requests are sent until it is decided whether about {share:Percent} of responses come from {app:Name} "
+      "{version:Name}")
+def send_until_share_decided(context, share, app, version):
+    """Send batches to the client URL until a sequential test decides the share (alpha of the run, power 0.99
+    against a 10-point misroute, at most three times the requests of a fixed-size check); the next "about ... of
+    responses come from" step for the same claim passes or fails on that decision.
+
+    Example: When requests are sent until it is decided whether about 10% of responses come from catalog v2
+    """
+    host, path = _default(context)
+    distribution.decide_share(world(context), share, app, version, host, path)
+
+
+@when("requests are sent until it is decided whether responses split between {app:Name} versions as:")
+def send_until_split_decided(context, app):
+    """Send batches to the client URL until a sequential test decides the split (table columns: version, share);
+    the next "responses split between ... versions as:" step with the same table passes or fails on that decision.
+
+    Example: When requests are sent until it is decided whether responses split between catalog versions as: (followed by a table: | version | share | with rows | v1 | 50% | and | v2 | 50% |)
+    """
+    host, path = _default(context)
+    shares = {row["version"]: parse_percent(row["share"]) for row in context.table}
+    distribution.decide_split(world(context), app, shares, host, path)
 
 
 @given("background traffic of {rate:d} requests per second")

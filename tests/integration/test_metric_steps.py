@@ -119,7 +119,7 @@ def test_builtin_checks_count_from_the_last_batch_without_prometheus(builtin_wor
     assert metrics.received(world, "catalog", 5) == 5
     assert metrics.requests_grew(world, "destination_workload", "catalog", 5) == 5
     text = dict((name, body) for name, body, _ in world.recorded)["istio_requests_total destination_workload=catalog"]
-    assert "when the traffic started | 30" in text and "the proxies' own counters" in text
+    assert "<td>when the traffic started</td><td class=\"n\">30</td>" in text and "the proxies' own counters" in text
     assert "success rate of catalog" in evidence_names(world)
 
 
@@ -171,8 +171,9 @@ def test_promql_checks_on_the_real_prometheus(prom_world):
         metrics.promql_at_least(world, "istio_requests_total", 1)
     with pytest.raises(ExpectationFailed, match="(?s)Prometheus could not run the PromQL.*parse error"):
         metrics.promql_at_least(world, "sum(rate(istio_requests_total[1m])", 1)
-    kinds = {name: kind for name, _, kind in world.recorded}  # type: ignore[attr-defined]
-    assert kinds[f"PromQL {CATALOG_REQUESTS}"] == "json"
+    kinds = {name: (kind, body) for name, body, kind in world.recorded}  # type: ignore[attr-defined]
+    kind, body = kinds[f"PromQL {CATALOG_REQUESTS}"]
+    assert kind == "html" and CATALOG_REQUESTS in body and f'<td class="n">{sent}</td>' in body
 
 
 def _behave(cwd: Path, *args: str, path: str, fmt: str = "progress") -> subprocess.CompletedProcess[str]:

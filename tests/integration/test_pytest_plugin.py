@@ -91,6 +91,11 @@ def test_with_allure_pytest_every_check_attaches_its_evidence(tmp_path: Path) ->
     assert any("catalog v2" in n for n in names), names  # the split check's table
     for attachment in result["attachments"]:
         assert (results / attachment["source"]).stat().st_size > 0
+    environment = (results / "environment.properties").read_text()
+    assert "backend=local\n" in environment and "istio.profile=1.17\n" in environment, environment
+    assert "runner=pytest " in environment and "envoy.version=" in environment, environment
+    categories = [c["name"] for c in json.loads((results / "categories.json").read_text())]
+    assert len(categories) >= 3, categories
 
 
 def test_notes_from_xdist_workers_reach_the_terminal_summary(tmp_path: Path) -> None:

@@ -330,14 +330,13 @@ THREE_WAY = {"v1": 50, "v2": 30, "v3": 20}
         ({"v1": 500, "v2": 200, "v3": 300}, False),  # v2 and v3 swapped
     ],
 )
-def test_chi_square_three_way_split(counts: dict[str, int], passed: bool) -> None:
+def test_exact_multinomial_three_way_split(counts: dict[str, int], passed: bool) -> None:
     verdict = multinomial_check(counts, THREE_WAY)
     assert isinstance(verdict, DistributionVerdict)
     assert verdict.passed is passed
-    assert "chi-square" in verdict.method and verdict.dof == 2 and verdict.simulations is None
-    reference = sp.chisquare(list(counts.values()), [0.5 * 1000, 0.3 * 1000, 0.2 * 1000])
-    assert verdict.p_value == pytest.approx(reference.pvalue)
-    assert verdict.statistic == pytest.approx(reference.statistic)
+    assert verdict.method == "exact multinomial test (3 versions)" and verdict.tested
+    reference = exact_multinomial_p_value(list(counts.values()), [0.5, 0.3, 0.2])
+    assert verdict.p_value == pytest.approx(reference, rel=1e-9, abs=1e-12)
 
 
 def test_claimed_weights_are_relative() -> None:
@@ -348,22 +347,19 @@ def test_claimed_weights_are_relative() -> None:
     assert [row.claimed for row in a.rows] == pytest.approx([0.5, 0.3, 0.2])
 
 
+def all_splits(n: int, k: int) -> np.ndarray:
+    """Every split of n requests into k categories (rows of counts)."""
+    heads = np.array([h for h in itertools.product(range(n + 1), repeat=k - 1) if sum(h) <= n], dtype=np.int64)
+    return np.column_stack([heads, n - heads.sum(axis=1)])
+
+
 def exact_multinomial_p_value(counts: list[int], probs: list[float]) -> float:
-    """P(X² >= observed X²) under H0, by enumerating every split of n requests (small n only)."""
+    """P(a split no more likely than the observed one) under H0, by enumerating every split of n requests."""
     n = sum(counts)
-    expected = np.array(probs) * n
-
-    def x2(split: tuple[int, ...]) -> float:
-        return float(np.sum((np.array(split) - expected) ** 2 / expected))
-
-    observed = x2(tuple(counts))
-    total = 0.0
-    for head in itertools.product(range(n + 1), repeat=len(counts) - 1):
-        if sum(head) <= n:
-            split = (*head, n - sum(head))
-            if x2(split) >= observed - 1e-9:
-                total += float(sp.multinomial.pmf(split, n, probs))
-    return total
+    splits = all_splits(n, len(counts))
+    pmf = sp.multinomial.pmf(splits, n, probs)
+    observed = sp.multinomial.pmf(counts, n, probs)
+    return float(pmf[pmf <= observed * (1 + 1e-7)].sum())
 
 
 @pytest.mark.parametrize(
@@ -375,22 +371,22 @@ def exact_multinomial_p_value(counts: list[int], probs: list[float]) -> float:
         {"v1": 3, "v2": 9, "v3": 0},
     ],
 )
-def test_small_samples_use_a_monte_carlo_exact_test(counts: dict[str, int]) -> None:
-    """Expected counts < 5: p-value by 20000 seeded simulations, within 3 standard errors of the exact one."""
+def test_small_samples_are_tested_exactly(counts: dict[str, int]) -> None:
+    """Expected counts below 5 need no approximation either: the p-value is the exact one."""
     verdict = multinomial_check(counts, THREE_WAY)
-    assert verdict.simulations == 20_000
-    assert "Monte Carlo (20000 simulations" in verdict.method
     exact = exact_multinomial_p_value(list(counts.values()), [0.5, 0.3, 0.2])
-    assert abs(verdict.p_value - exact) <= three_sigma(exact, 20_000) + 1 / 20_001
+    assert verdict.p_value == pytest.approx(exact, rel=1e-9, abs=1e-12)
     assert verdict.passed == (verdict.p_value >= DEFAULT_ALPHA)
 
 
-def test_monte_carlo_is_reproducible_and_injectable() -> None:
-    counts = {"v1": 9, "v2": 1, "v3": 0}
-    assert multinomial_check(counts, THREE_WAY).p_value == multinomial_check(counts, THREE_WAY).p_value
-    one = multinomial_check(counts, THREE_WAY, rng=np.random.default_rng(7), simulations=500)
-    two = multinomial_check(counts, THREE_WAY, rng=np.random.default_rng(7), simulations=500)
-    assert one.p_value == two.p_value and one.simulations == 500
+@pytest.mark.parametrize("n", [10, 25, 40])
+def test_the_exact_level_of_a_three_way_split_is_at_most_alpha(n: int) -> None:
+    """Summed over every split: the probability that a correct 50/30/20 split fails is at most alpha."""
+    splits = all_splits(n, 3)
+    pmf = sp.multinomial.pmf(splits, n, [0.5, 0.3, 0.2])
+    failed = np.array([not multinomial_check(dict(zip(THREE_WAY, map(int, row), strict=True)), THREE_WAY).passed
+                       for row in splits])
+    assert float(pmf[failed].sum()) <= DEFAULT_ALPHA
 
 
 def test_small_sample_misroute_fails() -> None:
@@ -441,7 +437,7 @@ def test_render_table_for_a_failed_split() -> None:
     verdict = multinomial_check({"v1": 600, "v2": 250, "v3": 150}, THREE_WAY)
     table = render_table(verdict)
     assert "v3" in table and "150" in table and "15.0%" in table and "20.0%" in table
-    rule = "chi-square goodness-of-fit test (2 degrees of freedom), H0: v1 = 0.50, v2 = 0.30, v3 = 0.20"
+    rule = "exact multinomial test (3 versions), H0: v1 = 0.50, v2 = 0.30, v3 = 0.20"
     assert rule in table
     assert "reject if p-value < 0.01" in table and table.rstrip().endswith("→ fail")
 
