@@ -229,7 +229,7 @@ def step_context(request: pytest.FixtureRequest, mesh: Any) -> StepContext:
         from meshlib.dsl import metrics
 
         if not metrics.has_prometheus(mesh):
-            pytest.skip(metrics.SKIP_REASON)
+            pytest.skip(metrics.skip_reason(mesh))
     return StepContext(mesh)
 
 

@@ -47,7 +47,14 @@ if TYPE_CHECKING:
 
 TAG = "needs.prometheus"
 NEEDS = "needs Prometheus (apt-get install prometheus)"
-SKIP_REASON = "needs Prometheus: install Debian's prometheus package"
+SKIP_REASON = "needs Prometheus: install Debian's prometheus package"  # the embedded mesh starts it when installed
+CLUSTER_SKIP_REASON = ("needs Prometheus: none answers at -D prometheus_url, nor behind Service prometheus in "
+                       "istio-system (Istio's samples/addons/prometheus.yaml)")
+
+
+def skip_reason(world: World) -> str:
+    """Why a @needs.prometheus scenario is skipped in this world: what to install, or where none was found."""
+    return SKIP_REASON if getattr(world.backend, "mesh", None) is not None else CLUSTER_SKIP_REASON
 SETTLE_SECONDS = 5.0  # mirrored copies are fire-and-forget: give them a bounded time to be counted
 SCRAPE_TIMEOUT = 20.0
 LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -121,7 +121,7 @@ def before_scenario(context: Context, scenario: Scenario) -> None:
                           context.meshlib_manifests, alpha=context.meshlib_alpha, evidence=attach,
                           allow_outside_manifests=context.meshlib_outside_manifests)
     if metrics.TAG in tags and not metrics.has_prometheus(context.world):
-        _skip(context, scenario, metrics.SKIP_REASON)
+        _skip(context, scenario, metrics.skip_reason(context.world))
 
 
 def after_scenario(context: Context, scenario: Scenario) -> None:
