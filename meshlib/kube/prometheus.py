@@ -28,7 +28,7 @@ from typing import Any
 from meshlib.errors import MeshlibError
 from meshlib.kube import pods as podinfo
 from meshlib.kube.cluster import Cluster, ClusterError, LocalForward, Ref
-from meshlib.local.prometheus import PrometheusUnavailable, PromQLError, Sample
+from meshlib.local.prometheus import PrometheusUnavailable, PromQLError, Sample, instant_samples
 from meshlib.units import parse_duration
 
 SERVICE = ("prometheus", "istio-system", 9090)  # the Service, its namespace, its port
@@ -84,14 +84,7 @@ class PrometheusAPI:
 
     def query(self, promql: str) -> list[Sample]:
         """An instant query: `(labels, value)` per series (a scalar is one sample without labels)."""
-        data = self._get("/api/v1/query", {"query": promql}, promql)
-        kind, result = data.get("resultType"), data.get("result")
-        if kind == "vector":
-            return [(dict(item.get("metric") or {}), float(item["value"][1])) for item in result or []]
-        if kind == "scalar":
-            return [({}, float(result[1]))]
-        raise PromQLError(promql, f"it returns a {kind}, not an instant vector or a scalar "
-                                  "(a range selector like x[1m] needs a function such as rate() around it)")
+        return instant_samples(promql, self._get("/api/v1/query", {"query": promql}, promql))
 
     def active_targets(self) -> list[dict[str, Any]]:
         data = self._get("/api/v1/targets", {"state": "active"}, "the scrape targets")

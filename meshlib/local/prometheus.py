@@ -400,14 +400,7 @@ class PrometheusServer:
         params = {"query": promql}
         if at is not None:
             params["time"] = f"{at:.3f}"
-        data = self._get("/api/v1/query", params, query=promql)
-        kind, result = data.get("resultType"), data.get("result")
-        if kind == "vector":
-            return [(dict(item.get("metric") or {}), float(item["value"][1])) for item in result or []]
-        if kind == "scalar":
-            return [({}, float(result[1]))]
-        raise PromQLError(promql, f"it returns a {kind}, not an instant vector or a scalar "
-                                  "(a range selector like x[1m] needs a function such as rate() around it)")
+        return instant_samples(promql, self._get("/api/v1/query", params, query=promql))
 
     def query_scalar(self, promql: str, at: float | None = None) -> float | None:
         """The one value of `promql`; None when it has no series or is NaN (Flagger's "no values found")."""
@@ -476,3 +469,15 @@ def _timestamp(text: str | None) -> float:
     frac = (m.group(2) or "0")[:6].ljust(6, "0")
     zone = "+00:00" if m.group(3) == "Z" else m.group(3)
     return datetime.fromisoformat(f"{m.group(1)}.{frac}{zone}").timestamp()
+
+
+def instant_samples(promql: str, data: dict[str, Any]) -> list[Sample]:
+    """The `data` of Prometheus's /api/v1/query answer as `(labels, value)` per series (a scalar: one sample without
+    labels); a range vector or a string is a PromQLError that says what to write instead."""
+    kind, result = data.get("resultType"), data.get("result")
+    if kind == "vector":
+        return [(dict(item.get("metric") or {}), float(item["value"][1])) for item in result or []]
+    if kind == "scalar":
+        return [({}, float(result[1]))]
+    raise PromQLError(promql, f"it returns a {kind}, not an instant vector or a scalar "
+                              "(a range selector like x[1m] needs a function such as rate() around it)")

@@ -16,6 +16,7 @@ from typing import Any
 
 from meshlib.report.allure_run import RunFacts, run_facts, write_categories, write_environment
 from meshlib.report.evidence import attach
+from meshlib.report.tables import paragraphs
 
 
 @dataclass
@@ -38,23 +39,14 @@ def start(behave_config: Any) -> AllureRun | None:
     return AllureRun(results, start_scenario_results(behave_config))
 
 
-def _paragraphs(lines: list[str]) -> str:
-    out, current = [], []
-    for line in [*lines, ""]:
-        if line.strip():
-            current.append(line.strip())
-        elif current:
-            out.append(f"<p>{escape(' '.join(current))}</p>")
-            current = []
-    return "".join(out)
 
 
 def description_html(feature: Any, scenario: Any) -> str:
     """The feature's prose (what the release policy is), then the scenario's own description, if any."""
-    parts = [f"<p><b>{escape(feature.keyword)}: {escape(feature.name)}</b></p>", _paragraphs(feature.description)]
+    parts = [f"<p><b>{escape(feature.keyword)}: {escape(feature.name)}</b></p>", paragraphs(feature.description)]
     if scenario.description:
         parts.append(f"<p><b>{escape(scenario.keyword)}: {escape(scenario.name)}</b></p>")
-        parts.append(_paragraphs(scenario.description))
+        parts.append(paragraphs(scenario.description))
     where = getattr(feature, "filename", "")
     if where:
         parts.append(f"<p><small>{escape(str(where))}:{scenario.line}</small></p>")

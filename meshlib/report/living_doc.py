@@ -30,7 +30,7 @@ from meshlib.report.allure_data import (
     read_results,
     report_uids,
 )
-from meshlib.report.tables import STYLE, fragment_of
+from meshlib.report.tables import STYLE, fragment_of, paragraphs
 
 TEXT_LINES_OPEN = 8  # text evidence up to this many lines shows open, longer folds
 HTML_CHARS_OPEN = 6000  # HTML evidence (tables) shows open up to this size
@@ -162,14 +162,8 @@ def _tags(tags: Sequence[str]) -> str:
 
 
 def _prose(lines: Sequence[str]) -> str:
-    out, current = [], []
-    for line in [*lines, ""]:
-        if line.strip():
-            current.append(line.strip())
-        elif current:
-            out.append(f"<p>{escape(' '.join(current))}</p>")
-            current = []
-    return f'<div class="prose">{"".join(out)}</div>' if out else ""
+    out = paragraphs(lines)
+    return f'<div class="prose">{out}</div>' if out else ""
 
 
 def _gherkin_extras(step: Any) -> str:

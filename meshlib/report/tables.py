@@ -92,6 +92,18 @@ def table_fragment(header: Sequence[str], rows: Iterable[Sequence[Cell]], *,
     return "".join(out)
 
 
+def paragraphs(lines: Sequence[str]) -> str:
+    """Prose as written in a feature (lines, blank lines between paragraphs) as HTML paragraphs."""
+    out, current = [], []
+    for line in [*lines, ""]:
+        if line.strip():
+            current.append(line.strip())
+        elif current:
+            out.append(f"<p>{escape(' '.join(current))}</p>")
+            current = []
+    return "".join(out)
+
+
 def html_document(fragment: str, title: str = "") -> str:
     """A whole HTML document around an evidence fragment, with the evidence stylesheet."""
     return (f'<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title>'

@@ -30,9 +30,8 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 from aiohttp import web
-from controlplane import HOST, KWOK_API, ControlPlane, install_crds, not_built_reason
-from kubernetes import config
-from kubernetes.dynamic import DynamicClient
+from controlplane import HOST, ControlPlane, install_crds, not_built_reason
+from kwoktools import kwok, once_kwok_knows
 
 from meshlib.errors import MeshlibError
 from meshlib.kube.accesslogs import TEXT_LINE
@@ -105,36 +104,6 @@ spec:
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
-def dynamic(cp: ControlPlane) -> DynamicClient:
-    return DynamicClient(config.new_client_from_config(config_file=str(cp.kubeconfig), context="admin",
-                                                       persist_config=False))
-
-
-def kwok(cp: ControlPlane, kind: str, name: str, spec: dict[str, Any],
-         namespace: str | None = None) -> Callable[[], None]:
-    """Create one of kwok's debugging objects; returns what deletes it."""
-    d = dynamic(cp)
-    resource = d.resources.get(api_version=KWOK_API, kind=kind)
-    d.create(resource, body={"apiVersion": KWOK_API, "kind": kind,
-                             "metadata": {"name": name, **({"namespace": namespace} if namespace else {})},
-                             "spec": spec}, namespace=namespace)
-    return lambda: d.delete(resource, name=name, namespace=namespace)
-
-
-def once_kwok_knows(ask: Callable[[], T], timeout: float = 15.0) -> T:
-    """`ask()`, again while kwok says nothing points that pod's stream anywhere (it learns of a new object by its
-    watch, a moment after the API server stored it)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return ask()
-        except ClusterError as exc:
-            if not any(f"no {what} found" in str(exc) or f"{what} not found" in str(exc)
-                       for what in ("logs", "exec", "forward")) or time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
-
-
 def backend(cp: ControlPlane, namespace: str, **kw: Any) -> KubernetesBackend:
     return KubernetesBackend(namespace, context="admin", allowed=ALLOWED, kubeconfig=cp.kubeconfig,
                              log_flush_wait=0, **kw)
