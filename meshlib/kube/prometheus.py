@@ -17,18 +17,25 @@ labels a pod scrape gives them: `namespace` and `pod` (the Istio addon's relabel
 from __future__ import annotations
 
 import json
-import re
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime
 from typing import Any
 
 from meshlib.errors import MeshlibError
 from meshlib.kube import pods as podinfo
 from meshlib.kube.cluster import Cluster, ClusterError, LocalForward, Ref
-from meshlib.local.prometheus import PrometheusUnavailable, PromQLError, Sample, instant_samples
+from meshlib.local.prometheus import (
+    PrometheusUnavailable,
+    PromQLError,
+    Sample,
+    instant_samples,
+    scraped_at,
+    stored_scrapes,
+    stored_up_query,
+    target_key,
+)
 from meshlib.units import parse_duration
 
 SERVICE = ("prometheus", "istio-system", 9090)  # the Service, its namespace, its port
@@ -110,17 +117,6 @@ def targets_of(active: list[dict[str, Any]], namespace: str, pods: list[str]) ->
         if where is not None and where[0] == namespace and where[1] in out:
             out[where[1]].append(target)
     return out
-
-
-def scraped_at(target: dict[str, Any]) -> float:
-    """When Prometheus last scraped the target (RFC 3339 with nanoseconds) as a Unix time; 0 for never."""
-    text = str(target.get("lastScrape") or "")
-    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", text)
-    if not m or text.startswith("0001-"):
-        return 0.0
-    frac = (m.group(2) or "0")[:6].ljust(6, "0")
-    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
-    return datetime.fromisoformat(f"{m.group(1)}.{frac}{zone}").timestamp()
 
 
 def scrape_interval(target: dict[str, Any]) -> float:
@@ -223,8 +219,11 @@ class ClusterPrometheus:
                 budget = timeout if timeout is not None else 3 * max(map(scrape_interval, targets)) + FRESH_SLACK
                 deadline = time.monotonic() + budget
             stale = [t for t in targets if scraped_at(t) <= since]
-            if not stale:
-                return
+            if not stale:  # the targets page says so before the scrape is stored: ask what a query sees
+                stored = stored_scrapes(api.query(stored_up_query(targets)))
+                stale = [t for t in targets if stored.get(target_key(t), 0.0) <= since]
+                if not stale:
+                    return
             if time.monotonic() >= deadline:
                 shown = ", ".join(f"{'/'.join(target_pod(t) or ('?', '?'))} (last {t.get('lastScrape')})"
                                   for t in stale[:5])

@@ -375,17 +375,21 @@ class PrometheusServer:
                       t for t in self.active_targets()}
             pending = sorted(wanted ^ set(active))
             down = sorted(a for a in wanted & set(active) if active[a].get("health") != "up")
-            stale = sorted(a for a in wanted & set(active) if scraped_after is not None
-                           and _timestamp(active[a].get("lastScrape")) <= scraped_after)
+            since = scraped_after if scraped_after is not None else 0.0
+            stale = sorted(a for a in wanted & set(active) if scraped_at(active[a]) <= since)
             if not (pending or down or stale):
-                return
+                if wanted:
+                    stored = stored_scrapes(self.query(stored_up_query(active[a] for a in wanted)))
+                    stale = sorted(a for a in wanted if stored.get(target_key(active[a]), 0.0) <= since)
+                if not stale:
+                    return
             if time.monotonic() >= deadline:
                 details = [f"not yet in Prometheus's targets (or no longer wanted): {', '.join(pending)}"] \
                     if pending else []
                 details += [f"{a} is {active[a].get('health')} ({active[a].get('lastError') or 'not scraped yet'})"
                             for a in down]
                 if stale:
-                    details.append(f"not scraped since the wait began: {', '.join(stale)}")
+                    details.append(f"no stored scrape since the wait began: {', '.join(stale)}")
                 raise MeshlibError(f"prometheus on {self.url} did not scrape every mesh proxy within {timeout:g}s: "
                                    + "; ".join(details))
             time.sleep(POLL * 2)
@@ -459,16 +463,41 @@ def _series(labels: Labels) -> str:
     return f"{name}{{{rest}}}"
 
 
-def _timestamp(text: str | None) -> float:
-    """RFC 3339 with nanoseconds (Go's format) as a Unix time; 0 for Go's zero time or nothing."""
-    if not text or text.startswith("0001-"):
-        return 0.0
+def scraped_at(target: Mapping[str, Any]) -> float:
+    """When Prometheus last scraped an active target (its `lastScrape`, RFC 3339 with nanoseconds) as a Unix time;
+    0 for never (Go's zero time) or nothing."""
+    text = str(target.get("lastScrape") or "")
     m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", text)
-    if not m:
+    if not m or text.startswith("0001-"):
         return 0.0
     frac = (m.group(2) or "0")[:6].ljust(6, "0")
     zone = "+00:00" if m.group(3) == "Z" else m.group(3)
     return datetime.fromisoformat(f"{m.group(1)}.{frac}{zone}").timestamp()
+
+
+def _regex_alternatives(values: Iterable[str]) -> str:
+    return "|".join(re.escape(v).replace("\\", "\\\\").replace('"', '\\"') for v in sorted(set(values)))
+
+
+def stored_up_query(targets: Iterable[Mapping[str, Any]]) -> str:
+    """PromQL giving, per active target, the time of its latest *stored* successful scrape (`timestamp()` of its
+    `up` sample where `up == 1`). Prometheus's targets page reports a scrape before the scrape's samples are
+    committed; the `up` sample is committed with them, so this says what a query can already see."""
+    labels = [t.get("labels") or {} for t in targets]
+    selector = (f'up{{job=~"{_regex_alternatives(lb.get("job", "") for lb in labels)}",'
+                f'instance=~"{_regex_alternatives(lb.get("instance", "") for lb in labels)}"}}')
+    return f"timestamp({selector}) and on(job, instance) ({selector} == 1)"
+
+
+def stored_scrapes(samples: Iterable[Sample]) -> dict[tuple[str, str], float]:
+    """The answer to `stored_up_query`: (job, instance) -> Unix time of its latest stored successful scrape."""
+    return {(labels.get("job", ""), labels.get("instance", "")): value for labels, value in samples}
+
+
+def target_key(target: Mapping[str, Any]) -> tuple[str, str]:
+    """An active target's (job, instance): the labels its `up` series carries."""
+    labels = target.get("labels") or {}
+    return labels.get("job", ""), labels.get("instance", "")
 
 
 def instant_samples(promql: str, data: dict[str, Any]) -> list[Sample]:

@@ -15,12 +15,15 @@ from meshlib.local.prometheus import (
     PrometheusUnavailable,
     PromQLError,
     ScrapeTarget,
-    _timestamp,
     duration,
     label_name,
     prometheus_config,
     render_config,
+    scraped_at,
+    stored_scrapes,
+    stored_up_query,
     target_groups,
+    target_key,
 )
 
 
@@ -87,10 +90,20 @@ def test_promql_error_shows_query_and_message():
 
 
 def test_go_timestamps():
-    assert _timestamp("0001-01-01T00:00:00Z") == 0
-    assert _timestamp(None) == 0
-    assert _timestamp("2024-01-02T03:04:05.123456789Z") == pytest.approx(1704164645.123456)
-    assert _timestamp("2024-01-02T04:04:05+01:00") == pytest.approx(1704164645)
+    assert scraped_at({"lastScrape": "0001-01-01T00:00:00Z"}) == 0
+    assert scraped_at({}) == 0
+    assert scraped_at({"lastScrape": "2024-01-02T03:04:05.123456789Z"}) == pytest.approx(1704164645.123456)
+    assert scraped_at({"lastScrape": "2024-01-02T04:04:05+01:00"}) == pytest.approx(1704164645)
+
+
+def test_stored_up_query_selects_each_targets_up_series():
+    targets = [{"labels": {"job": "kubernetes-pods", "instance": "127.0.0.1:15090"}},
+               {"labels": {"job": "kubernetes-pods", "instance": "10.0.0.7:15020"}}]
+    up = 'up{job=~"kubernetes\\\\-pods",instance=~"10\\\\.0\\\\.0\\\\.7:15020|127\\\\.0\\\\.0\\\\.1:15090"}'
+    assert stored_up_query(targets) == f"timestamp({up}) and on(job, instance) ({up} == 1)"
+    answer = [({"job": "kubernetes-pods", "instance": "127.0.0.1:15090"}, 1704164645.5)]
+    assert stored_scrapes(answer) == {("kubernetes-pods", "127.0.0.1:15090"): 1704164645.5}
+    assert target_key(targets[0]) == ("kubernetes-pods", "127.0.0.1:15090")
 
 
 # --- Flagger's queries, word for word (istio-semantics.md §7.4) -----------------------------------
