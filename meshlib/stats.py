@@ -830,7 +830,7 @@ class SequentialVerdict:
                 Stop.CONTINUE: "undecided"}[self.stop]
         batches = f"{self.batches} batch{'es' if self.batches != 1 else ''} of up to {self.design.batch}"
         verb = "stopped" if self.decided else "goes on"
-        return f"{verb} after {self.total} requests ({batches}): the claim {self.design.claim_text()} is {word}, " \
+        return f"{verb} after {self.total} requests ({batches}): the claim ({self.design.claim_text()}) is {word}, " \
                f"{self.reason}"
 
     def guarantees(self) -> str:
@@ -949,7 +949,7 @@ def sequential_check(
                   f"{1.0 / design.alpha:g} refutes it)")
     elif stop == Stop.ACCEPTED:
         reason = "since every misroute is ruled out (at most beta = " + f"{design.beta:g} times as likely as " \
-                 "the claim): " + "; ".join(f"{label} after {at} requests" for label, at in
+                 "the claim): " + "; ".join(f"({label}) after {at} requests" for label, at in
                                             zip(design.labels, ruled_out_at, strict=True))
     elif stop == Stop.CAPPED:
         reason = (f"since the cap of {design.cap} requests was reached with the misroutes {_ratio(mixture)} times "

@@ -7,6 +7,7 @@ names the clusters it read and fails when there are none, so it cannot pass by l
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
@@ -23,6 +24,10 @@ OVERFLOWS = ("envoy_cluster_upstream_rq_pending_overflow", "envoy_cluster_upstre
              "envoy_cluster_upstream_rq_retry_overflow")
 EJECTIONS = ("envoy_cluster_outlier_detection_ejections_enforced",)  # counters are compared without `_total`
 HEALTHY, MEMBERS = "envoy_cluster_membership_healthy", "envoy_cluster_membership"  # the gauge membership_total
+# Envoy applies a host health change (an ejection) at once unless another came within its update merge window
+# (`commonLbConfig.updateMergeWindow`, 1 s by default, which istiod leaves unset): then the workers' load
+# balancers get it when the window ends. The counters and gauges read here change at once.
+MERGE_WINDOW = 1.0
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,17 @@ def overflowed(world: World, caller: str, service: str) -> float:
 
 
 def ejected(world: World, caller: str, service: str) -> float:
-    """The caller's outlier detection ejected at least one endpoint of `service`."""
-    return _counter_check(world, caller, service, EJECTIONS, "outlier ejections", True)
+    """The caller's outlier detection ejected at least one endpoint of `service`; returns once the ejections are
+    in the caller's load balancing (one update merge window later), so the next requests see them."""
+    total = _counter_check(world, caller, service, EJECTIONS, "outlier ejections", True)
+    _merged(world, caller)
+    return total
+
+
+def _merged(world: World, caller: str) -> None:
+    time.sleep(MERGE_WINDOW)
+    world.attach("ejections in effect", f"waited {MERGE_WINDOW:g} s, Envoy's host update merge window, so the "
+                 f"{caller} sidecar's load balancer has the ejections before the next requests")
 
 
 def none_healthy(world: World, caller: str, service: str) -> None:
@@ -110,6 +124,7 @@ def none_healthy(world: World, caller: str, service: str) -> None:
         total = sum(v[MEMBERS] for v in populated.values())
         raise fail(f"no healthy {service} endpoint at the {caller} sidecar",
                    f"{healthy:g} of {total:g} are healthy", counts.evidence(names))
+    _merged(world, caller)
 
 
 def _pods_of(response: Response, app: str) -> list[str]:

@@ -54,6 +54,7 @@ from meshlib.local.apps import (
     start_app,
 )
 from meshlib.local.envoy.binary import EnvoyBinary, find_envoy
+from meshlib.local.envoy.process import FLUSH_INTERVAL_MS
 from meshlib.local.envoy.records import Ledger, Served
 from meshlib.local.envoy.sidecar import PodProxy
 from meshlib.local.envoy.xds import REJECTED, SYNCED, ProxyStatus, Snapshot, XdsServer
@@ -83,7 +84,11 @@ DEFAULT_GATEWAY_PORT = 30000
 GATEWAY_LISTENER = 8080
 PROXY_CONTAINER = "istio-proxy"
 SYNC_TIMEOUT = 15.0  # how long a proxy may take to ACK a push before the change fails
-RECORDS_SETTLE = 0.2  # records are complete when none arrived for this long (Envoy flushes every 50 ms)
+RECORDS_TIMEOUT = 5.0  # the longest a step waits for Envoy's records of the requests sent so far
+RECORDS_POLL = 0.01
+# Envoy writes a request's access-log line (stdout) when it writes its record, and flushes each file at least once per
+# flush interval: two intervals after the records are in, its stdout lines are in the pipe to us too
+LOG_FLUSH_WAIT = 2 * FLUSH_INTERVAL_MS / 1000
 
 
 class ProxyRejected(MeshlibError):
@@ -642,18 +647,38 @@ class LocalMesh:
         self._refresh_records()
         return self.ledger.served(request_id)
 
-    def settle_records(self, timeout: float = 5.0) -> None:
-        """Wait (bounded) until Envoy's records of the requests sent so far are all read: no new record for a
-        few flush intervals. Call after a batch, before asking `served`."""
+    def settle_records(self, timeout: float = RECORDS_TIMEOUT) -> None:
+        """Wait (bounded) until every proxy's records of the requests it had begun are read. Each Envoy counts the
+        requests its connection managers begin and writes one record as each ends (flushed every 50 ms); a second
+        look catches requests that began during the first (a mirror copy still on its way). Requests begun after
+        that (a load tester's) are not waited for. Call after a batch, before asking `served`."""
         deadline = time.monotonic() + timeout
-        self._refresh_records()
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
-            time.sleep(0.02)
-            if self._refresh_records():
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= RECORDS_SETTLE:
-                return
+        for _look in range(2):
+            wanted = self.call(self._requests_begun())
+            while True:
+                self._refresh_records()
+                if all(proxy.records_read >= begun for proxy, begun in wanted):
+                    break
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(RECORDS_POLL)
+
+    def records_progress(self) -> dict[str, tuple[int, int]]:
+        """Pod -> (records read, requests its Envoy has begun), for every running proxy."""
+        return {proxy.pod: (proxy.records_read, begun) for proxy, begun in self.call(self._requests_begun())}
+
+    async def _requests_begun(self) -> list[tuple[PodProxy, int]]:
+        """(proxy, requests begun) of every running proxy; one whose Envoy cannot answer (stopping) has nothing
+        more to write."""
+        proxies = [pod.sidecar for pod in self.pods() if pod.sidecar is not None]
+        counts = await asyncio.gather(*(proxy.requests_begun() for proxy in proxies), return_exceptions=True)
+        found = []
+        for proxy, count in zip(proxies, counts, strict=True):
+            if isinstance(count, BaseException) and not isinstance(count, MeshlibError):
+                raise count
+            if isinstance(count, int):
+                found.append((proxy, count))
+        return found
 
     # --- what users read ----------------------------------------------------------------------------
     @property
@@ -713,8 +738,10 @@ class LocalMesh:
             return self.canaries.log.read(since)
         lines: list[str] = []
         pods = self.find_pods(workload, namespace)
-        # apps and Envoy are processes that log through pipes, Envoy flushing every 50 ms: read what they wrote
+        # apps and Envoy are processes that log through pipes, Envoy flushing each log file every 50 ms: once
+        # the records of every request begun are in, its access-log lines are at most one flush behind
         self.settle_records()
+        time.sleep(LOG_FLUSH_WAIT)
         for pod in pods:
             name = container or next((c for c in pod.logs if c != PROXY_CONTAINER), PROXY_CONTAINER)
             if name not in pod.logs:

@@ -35,6 +35,7 @@ from meshlib.xds.naming import BLACKHOLE, PASSTHROUGH, parse_cluster
 
 CAPTURE_PORT = 15001
 CAPTURE_LISTENER = "virtualOutbound"
+CAPTURE_STAT_PREFIX = "capture"  # the capture listener's connection manager: the one that writes no records
 CAPTURE_PREFIX = "meshlib-capture|"  # clusters that hand a request to a per-port internal listener
 EXTERNAL_TYPES = {"STRICT_DNS", "LOGICAL_DNS", "ORIGINAL_DST", "DYNAMIC_FORWARD_PROXY"}
 TYPE_URLS = {
@@ -275,7 +276,7 @@ def _capture_listener(pc: ProxyConfig, place: Placement) -> Json:
     default_routes.append(to(port_listener(80)))
     vhosts.append({"name": "capture|80", "domains": ["*:80"], "routes": [to(port_listener(80))]})
     vhosts.append({"name": "capture|default", "domains": ["*"], "routes": default_routes})
-    manager = {"@type": HCM_TYPE, "statPrefix": "capture", "streamIdleTimeout": "0s",
+    manager = {"@type": HCM_TYPE, "statPrefix": CAPTURE_STAT_PREFIX, "streamIdleTimeout": "0s",
                "routeConfig": {"name": CAPTURE_LISTENER, "virtualHosts": vhosts},
                "httpFilters": [{"name": ROUTER, "typedConfig": {"@type": ROUTER_TYPE, "suppressEnvoyHeaders": True}}]}
     return {"name": CAPTURE_LISTENER, "address": socket_address(place.pod_ip, CAPTURE_PORT),

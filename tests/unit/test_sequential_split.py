@@ -175,7 +175,7 @@ def test_accepted_says_how_many_requests_and_why() -> None:
     assert verdict.total == verdict.batches * design.batch <= design.cap
     text = verdict.describe()
     assert f"stopped after {verdict.total} requests ({verdict.batches} batches of up to {design.batch})" in text
-    assert "the claim v1 50%, v2 50% is accepted, since every misroute is ruled out" in text
+    assert "the claim (v1 50%, v2 50%) is accepted, since every misroute is ruled out" in text
     assert all(at is not None and at <= verdict.total for at in verdict.ruled_out_at)
     assert "a correct mesh fails it at most 1% of the time" in text
     assert f"where the fixed-size exact check needs {design.fixed_size}" in text

@@ -22,6 +22,7 @@ import json
 import re
 import shutil
 import signal
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +98,9 @@ def bootstrap(node_id: str, cluster: str, admin: tuple[str, int], xds: tuple[str
     return config
 
 
+FLUSH_INTERVAL_MS = 50  # how often Envoy flushes its log files (access logs, records): `--file-flush-interval-msec`
+
+
 def _socket_address(host: str, port: int) -> dict[str, Any]:
     return {"socketAddress": {"address": host, "portValue": port}}
 
@@ -105,7 +109,7 @@ class EnvoyProcess:
     """A running Envoy: `start()` waits for its admin API, `close()` stops it and removes its files."""
 
     def __init__(self, binary: EnvoyBinary, bootstrap: dict[str, Any], name: str,
-                 stdout_line: Callable[[str], None], *, flush_interval_ms: int = 50) -> None:
+                 stdout_line: Callable[[str], None], *, flush_interval_ms: int = FLUSH_INTERVAL_MS) -> None:
         """`stdout_line` gets each stdout line (access logs to /dev/stdout) on the event loop's thread;
         `flush_interval_ms` is how often Envoy flushes those logs (`--file-flush-interval-msec`)."""
         self.binary = binary
@@ -229,6 +233,16 @@ class EnvoyProcess:
     async def stats_prometheus(self) -> str:
         """`/stats/prometheus`: Envoy's own counters, gauges and histograms in Prometheus text format."""
         return await self._get("/stats/prometheus")
+
+    async def counters(self, pattern: str) -> dict[str, int]:
+        """Envoy's counters and gauges whose names match the regex `pattern` (`/stats?filter=`), by name."""
+        text = await self._get(f"/stats?usedonly&filter={urllib.parse.quote(pattern)}")
+        out: dict[str, int] = {}
+        for line in text.splitlines():
+            name, sep, value = line.rpartition(": ")
+            if sep and value.strip().isdigit():
+                out[name] = int(value)
+        return out
 
     async def server_info(self) -> dict[str, Any]:
         """`/server_info`: version, state (LIVE, INITIALIZING…), uptime, command line."""

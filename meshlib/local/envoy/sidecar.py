@@ -7,6 +7,7 @@ Envoy writes, `meshlib.local.envoy.records`) followed by Envoy's own stats, so P
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,14 @@ from meshlib.local.envoy.process import EnvoyProcess, bootstrap
 from meshlib.local.envoy.records import Ledger, PodRecords, Resolver
 from meshlib.local.logs import LogBuffer
 from meshlib.local.metrics import Peer
+from meshlib.xds.bind import CAPTURE_STAT_PREFIX
 
 ADMIN_PORT = 15000
 CAPTURE_PORT = 15001
 AGENT_PORT = 15020  # pilot-agent's merged metrics
 METRICS_PATH = "/stats/prometheus"
+BEGUN = re.compile(r"^http\.(.+)\.downstream_rq_total$")
+RECORDLESS = frozenset({"admin", CAPTURE_STAT_PREFIX})  # connection managers without meshlib's record log
 
 
 def node_id(kind: str, ip: str, pod: str, namespace: str) -> str:
@@ -79,6 +83,18 @@ class PodProxy:
     def refresh(self) -> int:
         """Read the records Envoy wrote since the last call into metrics and the ledger; how many there were."""
         return self.records.refresh(self.resolver)
+
+    async def requests_begun(self) -> int:
+        """How many requests this Envoy's record-writing connection managers have begun (`downstream_rq_total`):
+        each ends in exactly one record, written when the request ends and flushed every flush interval."""
+        counters = await self.envoy.counters(BEGUN.pattern)
+        return sum(value for name, value in counters.items()
+                   if (m := BEGUN.match(name)) is not None and m.group(1) not in RECORDLESS)
+
+    @property
+    def records_read(self) -> int:
+        """Record lines read so far (well-formed or not)."""
+        return self.records.records + self.records.malformed
 
     def istio_metrics(self) -> bytes:
         self.refresh()
