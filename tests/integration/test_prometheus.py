@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import json
 import os
 import shutil
 import signal
@@ -17,7 +16,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -29,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 from meshclient import CATALOG_V1, CH5, NS, ROOT, SERVICES, WEBAPP_HOST, send_many, wait_until
+from testkit.servers import json_server
 
 from meshlib.backend import LocalBackend
 from meshlib.dsl import metrics as dsl_metrics
@@ -184,68 +183,48 @@ class ScriptedPrometheus:
 
     def __init__(self, address: str, stored_after: int) -> None:
         self.address, self.stored_after, self.queries = address, stored_after, []
-        scripted = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urllib.parse.urlsplit(self.path)
-                now = datetime.now(UTC)
-                if url.path == "/api/v1/targets":
-                    data = {"activeTargets": [{
-                        "discoveredLabels": {"__address__": scripted.address},
-                        "labels": {"job": "kubernetes-pods", "instance": scripted.address},
-                        "health": "up", "lastError": "", "lastScrape": now.isoformat().replace("+00:00", "Z")}]}
-                else:
-                    scripted.queries.append(urllib.parse.parse_qs(url.query)["query"][0])
-                    stored = len(scripted.queries) > scripted.stored_after
-                    data = {"resultType": "vector", "result": [
-                        {"metric": {"job": "kubernetes-pods", "instance": scripted.address},
-                         "value": [now.timestamp(), str(now.timestamp())]}] if stored else []}
-                body = json.dumps({"status": "success", "data": data}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> ScriptedPrometheus:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+    def answer(self, request: http.server.BaseHTTPRequestHandler) -> dict[str, object]:
+        url = urllib.parse.urlsplit(request.path)
+        now = datetime.now(UTC)
+        labels = {"job": "kubernetes-pods", "instance": self.address}
+        if url.path == "/api/v1/targets":
+            data: dict[str, object] = {"activeTargets": [{
+                "discoveredLabels": {"__address__": self.address}, "labels": labels, "health": "up",
+                "lastError": "", "lastScrape": now.isoformat().replace("+00:00", "Z")}]}
+        else:
+            self.queries.append(urllib.parse.parse_qs(url.query)["query"][0])
+            stored = len(self.queries) > self.stored_after
+            data = {"resultType": "vector",
+                    "result": [{"metric": labels, "value": [now.timestamp(), str(now.timestamp())]}] if stored else []}
+        return {"status": "success", "data": data}
 
 
 @contextlib.contextmanager
 def scripted_server(scripted: ScriptedPrometheus) -> Iterator[PrometheusServer]:
     """A PrometheusServer whose `process` is a placeholder sleeper and whose port is the scripted API's."""
-    server = PrometheusServer()
-    server.port = scripted.server.server_address[1]
-    server._targets = [ScrapeTarget(scripted.address, {"pod": "catalog-1"})]
-    server.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        yield server
-    finally:
-        server.process.kill()
-        server.process.wait()
+    with json_server(scripted.answer) as api:
+        server = PrometheusServer()
+        server.port = api.server_address[1]
+        server._targets = [ScrapeTarget(scripted.address, {"pod": "catalog-1"})]
+        server.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            yield server
+        finally:
+            server.process.kill()
+            server.process.wait()
 
 
 def test_a_scrape_counts_once_its_samples_are_stored_not_when_the_targets_page_shows_it():
-    with ScriptedPrometheus("127.0.0.1:15090", stored_after=2) as scripted, scripted_server(scripted) as server:
+    scripted = ScriptedPrometheus("127.0.0.1:15090", stored_after=2)
+    with scripted_server(scripted) as server:
         server.wait_for_targets(timeout=10)
     assert len(scripted.queries) == 3 and all(q.startswith("timestamp(up{") for q in scripted.queries)
 
 
 def test_a_scrape_that_is_never_stored_is_named_when_the_wait_ends():
-    with ScriptedPrometheus("127.0.0.1:15090", stored_after=10**6) as scripted, scripted_server(scripted) as server:
+    scripted = ScriptedPrometheus("127.0.0.1:15090", stored_after=10**6)
+    with scripted_server(scripted) as server:
         with pytest.raises(MeshlibError) as err:
             server.wait_for_targets(timeout=0.5)
     assert str(err.value).endswith("did not scrape every mesh proxy within 0.5s: "

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +18,7 @@ import pytest
 from controlplane import HOST, KWOK_API, ControlPlane, not_built_reason
 from kubernetes import config
 from kubernetes.dynamic import DynamicClient
+from testkit.servers import json_server
 
 from meshlib.kube.backend import KubernetesBackend
 from meshlib.kube.cluster import Cluster, ClusterError, Executed, _exit_code
@@ -94,31 +94,9 @@ def orders(cp: ControlPlane, request: pytest.FixtureRequest) -> Iterator[tuple[K
         b.close()
 
 
-@contextlib.contextmanager
-def http_server() -> Iterator[ThreadingHTTPServer]:
+def http_server() -> contextlib.AbstractContextManager[ThreadingHTTPServer]:
     """An HTTP/1.1 server on 127.0.0.1 that answers every GET with what it was asked, as JSON with its length."""
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            body = json.dumps({"path": self.path, "host": self.headers.get("Host")}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer((HOST, 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
+    return json_server(lambda request: {"path": request.path, "host": request.headers.get("Host")}, HOST)
 
 
 def test_logs_of_a_deployment_are_its_pods_logs_from_the_node(cp: ControlPlane, orders, tmp_path: Path) -> None:
