@@ -56,7 +56,7 @@ class Claim:
     table: bool  # the feature states it as a split table (else "about N% of responses come from catalog v2")
 
 
-CLAIMS = [Claim("10% to the canary", 0.10, 320, table=False), Claim("50/50", 0.50, 620, table=True)]
+CLAIMS = [Claim("10% to the canary", 0.10, 400, table=False), Claim("50/50", 0.50, 800, table=True)]
 
 
 @dataclass

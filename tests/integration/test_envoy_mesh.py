@@ -7,7 +7,7 @@ import json
 import time
 
 import pytest
-from meshclient import CH5, NS, SERVICES, WEBAPP_HOST, request, send_many
+from meshclient import CH5, NS, RANDOM_ALPHA, SERVICES, WEBAPP_HOST, request, send_many
 
 from meshlib.local.mesh import ProxyRejected
 from meshlib.local.serve import Handlers
@@ -167,7 +167,7 @@ def test_distribute_sends_the_stated_share_of_a_zones_traffic_to_each_zone(start
 """)
     replies = send_many(mesh, "/api/catalog", WEBAPP_HOST, 400)
     assert [r.status for r in replies] == [200] * 400
-    verdict = binomial_check(images(replies), 400, 0.80, alpha=0.001, label="catalog in us-east/b")
+    verdict = binomial_check(images(replies), 400, 0.80, alpha=RANDOM_ALPHA, label="catalog in us-east/b")
     assert verdict.passed, verdict.describe()
 
 

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
-from meshclient import NS
+from meshclient import NS, RANDOM_ALPHA
 from vs_strategies import Case, Req, cases
 
 from meshlib.local.envoy.records import OUTBOUND, Record, RecordFile, parse_record
@@ -331,7 +331,7 @@ def test_router_predicts_what_envoy_does(mesh: LocalMesh, client: Client) -> Non
 
 # --- weighted routing: the split itself ------------------------------------------------------------------------
 SPLIT_REQUESTS = 600
-SPLIT_ALPHA = 0.001
+SPLIT_ALPHA = RANDOM_ALPHA
 SPLIT = """\
 apiVersion: networking.istio.io/v1beta1
 kind: DestinationRule
