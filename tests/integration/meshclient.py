@@ -72,9 +72,6 @@ COHORT = {"x-istio-cohort": "internal"}
 
 REQUEST_TIMEOUT = 10.0
 BATCH_TIMEOUT = 40.0
-# Envoy's random choices (weights, mirror and fault percentages) cannot be seeded: a test that counts them fails a
-# correct mesh at its alpha, run after run, so such tests use this one (docs/statistics.md, make test's alpha)
-RANDOM_ALPHA = 0.001
 
 T = TypeVar("T")
 

@@ -7,7 +7,8 @@ import json
 import time
 
 import pytest
-from meshclient import CH5, NS, RANDOM_ALPHA, SERVICES, WEBAPP_HOST, request, send_many
+from meshclient import CH5, NS, SERVICES, WEBAPP_HOST, request, send_many
+from testkit.alpha import RANDOM_ALPHA
 
 from meshlib.local.mesh import ProxyRejected
 from meshlib.local.serve import Handlers

@@ -21,7 +21,6 @@ from meshclient import (
     COHORT,
     FORUM,
     NS,
-    RANDOM_ALPHA,
     WEBAPP,
     WEBAPP_HOST,
     count_lines,
@@ -32,6 +31,7 @@ from meshclient import (
     wait_until,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from testkit.alpha import RANDOM_ALPHA
 
 from meshlib.stats import binomial_check
 

@@ -32,7 +32,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
-from meshclient import NS, RANDOM_ALPHA
+from meshclient import NS
+from testkit.alpha import RANDOM_ALPHA
 from vs_strategies import Case, Req, cases
 
 from meshlib.local.envoy.records import OUTBOUND, Record, RecordFile, parse_record
