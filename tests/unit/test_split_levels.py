@@ -110,7 +110,7 @@ def _scenarios() -> Iterator[tuple[Path, Scenario]]:
             yield path, scenario
 
 
-def test_alpha() -> float:
+def makefile_test_alpha() -> float:
     """The alpha `make test` runs the features at (the Makefile's TEST_ALPHA)."""
     found = re.search(r"^TEST_ALPHA\s*:=\s*(\S+)\s*$", (ROOT / "Makefile").read_text(encoding="utf-8"), re.M)
     assert found, "the Makefile sets no TEST_ALPHA"
@@ -155,7 +155,7 @@ def feature_claims(alpha: float) -> list[SplitClaim]:
 
 
 # behave.ini's alpha (what users and `make demo` run) and make test's (what CI runs)
-CLAIMS = [claim for alpha in sorted({run_alpha(), test_alpha()}) for claim in feature_claims(alpha)]
+CLAIMS = [claim for alpha in sorted({run_alpha(), makefile_test_alpha()}) for claim in feature_claims(alpha)]
 
 
 def test_the_features_make_split_claims() -> None:
