@@ -42,8 +42,10 @@ class Backend(Protocol):
     def echoed_hosts(self) -> dict[str, int]:
         """Requests to external hosts that no stand-in of their own answered, by host, so far (a cluster: none)."""
         ...
-    def settle(self) -> None:
-        """Wait (bounded) until what the proxies recorded of the requests sent so far can be read."""
+    def settle(self) -> list[str]:
+        """Wait (bounded) until what the proxies recorded of the requests sent so far can be read. Returns what
+        could not be read in time, a line per proxy (empty when everything settled): a check that concludes from
+        the records must say so, and a claim of absence must not be made over them."""
         ...
     def logs(self, workload: str, namespace: str, container: str | None = None,
              since: datetime | None = None) -> list[str]: ...
@@ -105,8 +107,8 @@ class LocalBackend:
     def echoed_hosts(self) -> dict[str, int]:
         return self.mesh.echoed_hosts()
 
-    def settle(self) -> None:
-        self.mesh.settle_records()
+    def settle(self) -> list[str]:
+        return self.mesh.settle_records()
 
     def logs(self, workload: str, namespace: str, container: str | None = None,
              since: datetime | None = None) -> list[str]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from meshlib.dsl import sending
-from meshlib.dsl.responses import _need, version_of
+from meshlib.dsl.responses import traced, version_of
 from meshlib.dsl.world import World
 from meshlib.errors import InputError
 from meshlib.expect import ExpectationFailed
@@ -89,7 +89,7 @@ def about_share(world: World, share: float, app: str, version: str) -> None:
         claim = {version: share, other(version): 1.0 - share}
         _report_decided(world, decided, app, claim, _share_wording(share, app, version))
         return
-    responses = _need(world)
+    responses = traced(world)
     hits = sum(version_of(r, app) == version for r in responses)
     verdict = SHARE_CHECK(hits, len(responses), share, alpha=world.alpha, label=f"{app} {version}")
     _attach(world, f"distribution: {app} {version}", verdict)
@@ -113,7 +113,7 @@ def split(world: World, app: str, shares: dict[str, float]) -> None:
     if decided is not None:
         _report_decided(world, decided, app, dict(shares), _split_wording(app, shares))
         return
-    responses = _need(world)
+    responses = traced(world)
     counts = Counter(version_of(r, app) for r in responses)
     verdict = SPLIT_CHECK(dict(counts), shares, alpha=world.alpha)
     _attach(world, f"distribution across {app} versions", verdict)
@@ -147,6 +147,7 @@ def _decide(world: World, app: str, claim: dict[str, float], wording: str, count
         return verdicts[-1].decided
 
     responses = sending.until_decided(world, path, host, design.batch, design.cap, decided)
+    traced(world)  # a decision over batches whose records had not all arrived is no decision
     verdict = verdicts[-1]
     world.decided = Decided(app, claim, wording, verdict, responses)
     _attach(world, f"sequential check: {wording}", verdict)

@@ -31,7 +31,10 @@ def lines(world: World, app: str, version: str | None, container: str | None) ->
 
 def count_lines(world: World, app: str, version: str | None, text: str, container: str | None = None,
                 expected: int | None = None) -> int:
-    """Lines containing `text` since the last batch was sent; waits (bounded) until `expected` is reached."""
+    """Lines containing `text` since the last batch was sent; waits (bounded) until `expected` is reached. Records
+    the backend could not read in time are noted."""
+    for line in world.backend.settle():
+        world.note(f"{app} logs: not every proxy record had arrived ({line})")
     deadline = time.monotonic() + SETTLE_SECONDS
     while True:
         found = [line for line in lines(world, app, version, container) if text in line]
@@ -60,9 +63,14 @@ def logs_show_some(world: World, app: str, version: str | None, text: str) -> No
 
 def logs_show_none(world: World, app: str, version: str | None, text: str) -> None:
     time.sleep(0.2)  # let in-flight copies land before claiming absence
+    who = f"{app} {version or ''}".strip()
+    unsettled = world.backend.settle()
+    if unsettled:
+        raise fail(f"no {who} log line with {text!r}", "that cannot be told: not every proxy record had arrived",
+                   "  " + "\n  ".join(unsettled))
     n = count_lines(world, app, version, text)
     if n:
-        raise fail(f"no {app} {version or ''} log line with {text!r}".replace("  ", " "), f"{n} lines have it")
+        raise fail(f"no {who} log line with {text!r}", f"{n} lines have it")
 
 
 def access_log_shows(world: World, app: str, text: str, count: int | None = None) -> None:

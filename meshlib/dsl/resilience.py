@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from meshlib.dsl.responses import traced
 from meshlib.dsl.world import World
 from meshlib.expect import fail, table
 from meshlib.report.tables import html_table
@@ -132,11 +133,10 @@ def _pods_of(response: Response, app: str) -> list[str]:
 
 
 def _served(world: World, app: str) -> list[tuple[Response, str]]:
-    if not world.responses:
-        raise fail(f"requests that reached {app}", "no requests have been sent in this scenario yet")
-    out = [(r, pods[0]) for r in world.responses if (pods := _pods_of(r, app))]
+    responses = traced(world)
+    out = [(r, pods[0]) for r in responses if (pods := _pods_of(r, app))]
     if not out:
-        raise fail(f"requests that reached {app}", f"none of the {len(world.responses)} requests did")
+        raise fail(f"requests that reached {app}", f"none of the {len(responses)} requests did")
     return out
 
 

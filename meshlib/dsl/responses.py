@@ -24,6 +24,18 @@ def _need(world: World) -> list[Response]:
     return world.responses
 
 
+def traced(world: World) -> list[Response]:
+    """The last batch, for a check that reads which pods served each request. Refused when the proxies' records of
+    it had not all arrived: a request without its record would count as served by no pod, and a claim such as
+    "none retried" or "about 10% from v2" would be made over part of the batch."""
+    responses = _need(world)
+    if world.unsettled:
+        raise fail(f"a record of who served each of the last {len(responses)} requests",
+                   "not all had arrived when the batch ended:\n  " + "\n  ".join(world.unsettled),
+                   "  (without its record a request would count as served by no pod)")
+    return responses
+
+
 def every_status(world: World, status: int) -> None:
     responses = _need(world)
     counts = Counter(r.status for r in responses)
@@ -139,7 +151,7 @@ def version_of(response: Response, app: str) -> str:
 
 
 def every_response_from(world: World, app: str, version: str) -> None:
-    responses = _need(world)
+    responses = traced(world)
     counts = Counter(version_of(r, app) for r in responses)
     if set(counts) != {version}:
         seen = ", ".join(f"{n} from {v}" for v, n in counts.most_common())
@@ -150,7 +162,7 @@ def at_most_retried(world: World, share: float) -> hidden.Hidden:
     """At most `share` of the last batch's requests needed a retry anywhere on their path (0: none did).
 
     Read from the ledger; a batch the ledger knows nothing of fails, since it would pass by looking at nothing."""
-    responses = _need(world)
+    responses = traced(world)
     what = hidden.of(responses)
     if what.traced == 0:
         raise fail("requests the ledger can follow", f"none of the {len(responses)} reached a pod of the mesh "

@@ -43,19 +43,20 @@ def until_decided(world: World, path: str, host: str, batch: int, cap: int,
     world.last_target = target
     echoed_before = world.backend.echoed_hosts()
     responses: list[Response] = []
+    unsettled: list[str] = []
     batches = 0
     while len(responses) < cap:
         plan = Plan(count=min(batch, cap - len(responses)), concurrency=world.concurrency,
                     headers=dict(world.headers), rotate=world.rotate)
         got = send(target, plan)
-        _tie(world, got)
+        unsettled += _tie(world, got)
         responses.extend(got)
         batches += 1
         if decided(responses):
             break
     title = (f"{len(responses)} requests {target.label}, in {batches} batch{'es' if batches != 1 else ''} "
              "until the claim was decided")
-    _keep(world, target, responses, title)
+    _keep(world, target, responses, title, tuple(dict.fromkeys(unsettled)))
     _note_echoes(world, title, echoed_before)
     return responses
 
@@ -70,23 +71,30 @@ def _note_echoes(world: World, title: str, echoed_before: dict[str, int]) -> Non
 
 def _record(world: World, target: Target | None, responses: list[Response], title: str) -> list[Response]:
     """Tie each response to the pods that served it (ledger by x-request-id), keep them, attach a sample."""
-    _tie(world, responses)
-    return _keep(world, target, responses, title)
+    unsettled = _tie(world, responses)
+    return _keep(world, target, responses, title, tuple(unsettled))
 
 
-def _tie(world: World, responses: list[Response]) -> None:
-    """Which pods served each response (and which got a mirrored copy), once the backend's records settled."""
-    world.backend.settle()
+def _tie(world: World, responses: list[Response]) -> list[str]:
+    """Which pods served each response (and which got a mirrored copy), once the backend's records settled; what
+    the backend could not read in time, a line per proxy."""
+    unsettled = world.backend.settle()
     for r in responses:
         served = world.backend.served(r.request_id)
         r.served_by = [s for s in served if not s.mirrored]
         r.mirror_copies = [s for s in served if s.mirrored]
+    return unsettled
 
 
-def _keep(world: World, target: Target | None, responses: list[Response], title: str) -> list[Response]:
+def _keep(world: World, target: Target | None, responses: list[Response], title: str,
+          unsettled: tuple[str, ...] = ()) -> list[Response]:
     """The responses become the last batch; who served them, statuses, latency and a sample are attached, what
-    clients did not see (retries, failures a retry hid, failed mirror copies) is noted."""
-    world.record(target, responses)
+    clients did not see (retries, failures a retry hid, failed mirror copies) is noted, and so are records that
+    had not arrived."""
+    world.record(target, responses, unsettled)
+    for line in unsettled:
+        world.note(f"{title}: not every record of who served them had arrived ({line}); checks of who served "
+                   "this batch will fail")
     what = hidden.of(responses)
     world.attach(title, batch_document(title, responses, notes=what.lines()), "html")
     for line in what.lines():

@@ -22,6 +22,7 @@ class Batch:
 
     target: Target | None
     responses: list[Response]
+    unsettled: tuple[str, ...] = ()  # the backend's lines on records that had not arrived when it was tied
 
 
 def _no_evidence(_name: str, _body: str, _kind: str) -> None:
@@ -48,12 +49,15 @@ class World:
     allow_outside_manifests: bool = False  # manifest paths may leave the manifests folder
     batches: list[Batch] = field(default_factory=list)  # every batch of the scenario: its traffic picture
     decided: Any = None  # meshlib.dsl.distribution.Decided: the last claim a sequential check decided
+    unsettled: tuple[str, ...] = ()  # the last batch's records that had not arrived (Backend.settle)
 
-    def record(self, target: Target | None, responses: list[Response]) -> None:
+    def record(self, target: Target | None, responses: list[Response], unsettled: tuple[str, ...] = ()) -> None:
         """A batch sent to `target`: its answers become `responses` (the checks read the last batch), and it is kept
-        in `batches` for the scenario's traffic graph."""
-        self.batches.append(Batch(target, list(responses)))
+        in `batches` for the scenario's traffic graph. `unsettled`: what the backend could not read of who served
+        it; the checks that read who served a request refuse such a batch."""
+        self.batches.append(Batch(target, list(responses), unsettled))
         self.responses = responses
+        self.unsettled = unsettled
 
     def manifest(self, name: str) -> Path:
         """A path as written in a feature, relative to the manifests folder. It must stay inside that folder

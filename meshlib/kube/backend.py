@@ -455,18 +455,20 @@ class KubernetesBackend:
         return curl.parse_batch(ran.stdout, plan, ids, boundary, what)
 
     # --- Backend: what the proxies saw --------------------------------------------------------------
-    def settle(self) -> None:
+    def settle(self) -> list[str]:
         """Read the sidecars' access logs of the run's namespace once (after Envoy's flush interval when traffic was
-        sent since the last read): each pod with an istio-proxy container, from a little before the last read."""
+        sent since the last read): each pod with an istio-proxy container, from a little before the last read.
+        Returns the pods whose log filled a read's byte limit (later lines were not read)."""
         pods = [p for p in self.cluster.list("v1", "Pod", self.namespace)
                 if podinfo.has_proxy(p) and (p.get("status") or {}).get("phase") != "Pending"]
         sent, self._sent_since_settle = self._sent_since_settle, False
         if not pods:
-            return
+            return []
         if sent and self.log_flush_wait > 0:
             time.sleep(self.log_flush_wait)
         now = time.monotonic()
         since = int(now - (self._last_log_read if self._last_log_read is not None else self._started)) + LOG_OVERLAP
+        cut: list[str] = []
         for pod in pods:
             name = pod["metadata"]["name"]
             try:
@@ -479,7 +481,11 @@ class KubernetesBackend:
                     raise
                 continue  # a pod that has ended may have no log left to read
             self._served.add(name, pod, text)
+            if len(text.encode()) >= LOG_LIMIT:
+                cut.append(f"pod {name}: its access log since the last read filled the {LOG_LIMIT / 2**20:g} MiB "
+                           "a read takes; the lines after that were not read")
         self._last_log_read = now
+        return cut
 
     def served(self, request_id: str) -> list[Served]:
         """The pods whose sidecars logged the request as inbound (by x-request-id), as read at the last settle()."""

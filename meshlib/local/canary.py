@@ -65,7 +65,7 @@ from meshlib.canary.spec import DEFAULT_METRIC_INTERVAL, manifest
 from meshlib.config.kinds import Resource
 from meshlib.errors import MeshlibError
 from meshlib.local.logs import LogBuffer
-from meshlib.local.metricsquery import BuiltinMetrics, Mark, snapshot
+from meshlib.local.metricsquery import BuiltinMetrics, Mark, Snapshot, snapshot
 from meshlib.local.prometheus import duration
 from meshlib.units import parse_duration
 
@@ -145,9 +145,13 @@ class TickMeta:
 
 
 class _LoopMetrics(BuiltinMetrics):
-    """The proxies' counters read directly: only ever called on the mesh's loop."""
+    """The proxies' counters read directly: only ever called on the mesh's loop, so it cannot wait for records
+    (the loop writes them); Flagger's analysis reads what is counted at its tick, as Flagger does."""
 
-    def _snapshot(self) -> dict:
+    def _settle(self) -> list[str]:
+        return []
+
+    def _counters(self) -> Snapshot:
         return snapshot(self.mesh)
 
 

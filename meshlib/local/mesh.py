@@ -647,21 +647,30 @@ class LocalMesh:
         self._refresh_records()
         return self.ledger.served(request_id)
 
-    def settle_records(self, timeout: float = RECORDS_TIMEOUT) -> None:
+    def settle_records(self, timeout: float = RECORDS_TIMEOUT) -> list[str]:
         """Wait (bounded) until every proxy's records of the requests it had begun are read. Each Envoy counts the
         requests its connection managers begin and writes one record as each ends (flushed every 50 ms); a second
         look catches requests that began during the first (a mirror copy still on its way). Requests begun after
-        that (a load tester's) are not waited for. Call after a batch, before asking `served`."""
+        that (a load tester's) are not waited for. Call after a batch, before asking `served`.
+
+        Returns a line per proxy still behind when the bound ran out (empty when everything settled): a request
+        still open (a long fault delay, a hung upstream) keeps its proxy behind."""
         deadline = time.monotonic() + timeout
         for _look in range(2):
             wanted = self.call(self._requests_begun())
             while True:
                 self._refresh_records()
-                if all(proxy.records_read >= begun for proxy, begun in wanted):
+                behind = {proxy.pod: (proxy.records_read, begun) for proxy, begun in wanted
+                          if proxy.records_read < begun}
+                if not behind:
                     break
                 if time.monotonic() >= deadline:
-                    return
+                    return [f"pod {pod}: {read} records of the {begun} requests its proxy began had arrived after "
+                            f"{timeout:g} s (a request still open, such as one a long fault delay holds, keeps its "
+                            "record back: let it end before the check)"
+                            for pod, (read, begun) in sorted(behind.items())]
                 time.sleep(RECORDS_POLL)
+        return []
 
     def records_progress(self) -> dict[str, tuple[int, int]]:
         """Pod -> (records read, requests its Envoy has begun), for every running proxy."""

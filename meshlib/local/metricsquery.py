@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from meshlib.errors import MeshlibError
 from meshlib.local.prometheus import duration
 
 if TYPE_CHECKING:
@@ -149,18 +150,42 @@ class BuiltinMetrics(MeshMetrics):
 
     kind = "builtin"
 
-    def _snapshot(self) -> Snapshot:
+    def __init__(self, mesh: LocalMesh) -> None:
+        super().__init__(mesh)
+        self.behind_at_mark: list[str] = []  # proxies whose records had not all arrived when the last mark was made
+
+    def mark(self) -> None:
+        """Start a window here, once the records of the requests sent so far are counted. A proxy still behind then
+        does not stop the traffic; a check counting from this mark fails naming it (see `_delta`)."""
+        self.behind_at_mark = self._settle()
+        self.marks.append(Mark(time.time(), self._counters()))
+
+    def _settle(self) -> list[str]:
+        return self.mesh.settle_records()
+
+    def _counters(self) -> Snapshot:
         async def take() -> Snapshot:  # on the mesh's loop: pods change only there
             return snapshot(self.mesh)
 
-        self.mesh.settle_records()  # what the proxies counted of the requests sent so far
         return self.mesh.call(take())
+
+    def _snapshot(self) -> Snapshot:
+        """The counters now, once the records of the requests sent so far are in; refused when they are not, since
+        the requests whose records are missing would be left out of every count and rate."""
+        behind = self._settle()
+        if behind:
+            raise MeshlibError("the proxies' counters would leave out requests whose records had not arrived: "
+                               + "; ".join(behind))
+        return self._counters()
 
     def delta(self, window_seconds: float | None = None) -> Snapshot:
         """How much each counter grew over the window (`None`: since the latest mark), keyed as `snapshot()`."""
         return self._delta(window_seconds)
 
     def _delta(self, window_seconds: float | None) -> Snapshot:
+        if window_seconds is None and self.behind_at_mark:
+            raise MeshlibError("the proxies' records had not all arrived when the traffic started, so what they "
+                               "count since then would include earlier requests: " + "; ".join(self.behind_at_mark))
         now = self._snapshot()
         base = self._baseline(window_seconds)
         return {k: max(v - base.get(k, 0.0), 0.0) for k, v in now.items()}

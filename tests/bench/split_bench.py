@@ -83,11 +83,12 @@ class SettleClock:
         self._settle = backend.settle
         backend.settle = self  # type: ignore[method-assign]
 
-    def __call__(self) -> None:
+    def __call__(self) -> list[str]:
         started = time.perf_counter()
-        self._settle()
+        unsettled = self._settle()
         self.seconds += time.perf_counter() - started
         self.calls += 1
+        return unsettled
 
 
 def _world(backend: LocalBackend) -> World:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import http.client
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from testkit.alpha import RANDOM_ALPHA
 
 from meshlib.backend import LocalBackend
-from meshlib.dsl import analysis, deploy, distribution, egress, envoy, logs, responses, sending
+from meshlib.dsl import analysis, deploy, distribution, egress, envoy, logs, metrics, responses, sending
 from meshlib.dsl.world import World
+from meshlib.errors import MeshlibError
 from meshlib.expect import ExpectationFailed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,3 +110,68 @@ def test_background_traffic_keeps_flowing_until_stopped(world: World) -> None:
     got = sending.stop_background(world)
     assert 5 <= len(got) <= 40
     responses.every_status(world, 200)
+
+
+HELD = """
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata:
+  name: catalog-vs-from-gw
+spec:
+  hosts: ["catalog.istioinaction.io"]
+  gateways: [catalog-gateway]
+  http:
+  - match:
+    - headers:
+        x-hold:
+          exact: "yes"
+    fault:
+      delay:
+        fixedDelay: 12s
+        percentage: {value: 100}
+    route:
+    - destination: {host: catalog, subset: version-v1}
+  - route:
+    - destination: {host: catalog, subset: version-v1}
+"""
+
+
+def test_a_batch_whose_records_did_not_arrive_in_time_is_refused_by_the_checks_of_who_served(world: World) -> None:
+    """A request held open (12 s) outlasts the records' bound (5 s) twice: the metrics mark before the batch and the
+    batch's own settle each wait 5 s. The gateway's proxy is still behind when the batch is tied to its records, so
+    the batch is noted, the checks that read who served it fail naming the pods that were behind, the checks of what
+    clients got still run, and the next batch, sent after the held request ended, is checked as usual."""
+    deploy.apply_manifests(world, ["ch5/catalog-gateway.yaml"])
+    deploy.apply_yaml(world, HELD)
+    port = world.backend.mesh.gateway_port  # type: ignore[attr-defined]
+    held: list[int] = []
+
+    def hold() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        try:
+            conn.request("GET", "/items", headers={"Host": "catalog.istioinaction.io", "x-hold": "yes"})
+            held.append(conn.getresponse().status)
+        finally:
+            conn.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        time.sleep(0.5)  # the held request has begun at the gateway
+        sending.through_gateway(world, 10, "/items", "catalog.istioinaction.io")
+        assert [n for n in world.notes if "not every record of who served them had arrived" in n], world.notes
+        assert any(line.startswith("pod istio-ingressgateway-") for line in world.unsettled), world.unsettled
+        with pytest.raises(ExpectationFailed, match=r"a record of who served each of the last 10 requests"):
+            responses.every_response_from(world, "catalog", "v1")
+        with pytest.raises(MeshlibError, match=r"records had not all arrived when the traffic started.*"
+                                               r"pod istio-ingressgateway-"):
+            metrics.received(world, "catalog", 10)
+        responses.every_status(world, 200)
+    finally:
+        holder.join()
+    assert held == [200]
+    sending.through_gateway(world, 10, "/items", "catalog.istioinaction.io")
+    assert world.unsettled == ()
+    responses.every_response_from(world, "catalog", "v1")
+    metrics.received(world, "catalog", 10)
+    logs.logs_show_none(world, "catalog", "v2", "GET")

@@ -34,6 +34,7 @@ from controlplane import HOST, ControlPlane, install_crds, not_built_reason
 from kwoktools import kwok, once_kwok_knows
 
 from meshlib.errors import MeshlibError
+from meshlib.kube import backend as kube_backend
 from meshlib.kube.accesslogs import TEXT_LINE
 from meshlib.kube.backend import TELEMETRY_NAME, KubernetesBackend
 from meshlib.kube.cluster import ClusterError
@@ -430,7 +431,8 @@ def test_sending_from_a_workload_says_in_one_line_what_is_missing(cp: ControlPla
 
 
 # --- which pod served a request -------------------------------------------------------------------------------------
-def test_served_reads_the_destination_sidecars_access_logs(cp: ControlPlane, tmp_path: Path) -> None:
+def test_served_reads_the_destination_sidecars_access_logs(cp: ControlPlane, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     install_crds(cp, cp.build.istio_crds)
     namespace = "traffic-served"
     b = backend(cp, namespace)
@@ -485,9 +487,15 @@ def test_served_reads_the_destination_sidecars_access_logs(cp: ControlPlane, tmp
         later = datetime.now(UTC)
         with files[v2[0]].open("a") as f:
             f.write(cri_log([(later, access_line(later, ids[4], inbound))]))
-        b.settle()
+        assert b.settle() == []  # nothing was left unread
         assert [s.pod for s in b.served(ids[4])] == [v2[0]]
         assert len(b.served(ids[0])) == 2 and len(b._served) == 6  # five lines, and the one appended
+
+        # a read that fills its byte limit says so, pod by pod: the lines after the limit were not read
+        monkeypatch.setattr(kube_backend, "LOG_LIMIT", 64)
+        cut = b.settle()
+        assert sorted(line.split(":")[0] for line in cut) == sorted(f"pod {pod}" for pod in logs), cut
+        assert all(line.endswith("a read takes; the lines after that were not read") for line in cut), cut
     finally:
         for delete in deletes:
             delete()

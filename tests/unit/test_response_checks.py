@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from meshlib.dsl import distribution, hidden, responses, sending
+from meshlib.config.store import Workload
+from meshlib.dsl import distribution, hidden, logs, responses, sending
 from meshlib.dsl.world import World
 from meshlib.errors import InputError
 from meshlib.expect import ExpectationFailed
@@ -188,8 +189,10 @@ def test_an_underpowered_split_check_leaves_a_note_for_the_console() -> None:
 class LedgerBackend:
     """The ledger a batch is tied to: v1 served every request; the first was a retry after v2's 503."""
 
-    def settle(self) -> None:
-        return None
+    unsettled: list[str] = []
+
+    def settle(self) -> list[str]:
+        return self.unsettled
 
     def served(self, request_id: str) -> list[Served]:
         first = [_served(request_id, "catalog-v2", "v2", 503, 1)] if request_id == "id-0" else []
@@ -207,3 +210,64 @@ def test_a_batch_attaches_counts_latency_and_what_the_clients_did_not_see() -> N
     assert w.notes == ["3 requests through the ingress gateway: 1 of 3 requests were retried (1 extra try)",
                        "3 requests through the ingress gateway: failures a retry hid from the clients: catalog-v2 "
                        "answered 503 ×1"]
+
+
+def test_a_batch_whose_records_had_not_all_arrived_is_noted_and_who_served_checks_refuse_it() -> None:
+    """A request without its record would count as served by no pod: "every response from v1" or "no request was
+    retried" would then be claimed over part of the batch. Status and body checks still read every response."""
+    w = world(ITEMS, ITEMS, ITEMS)
+    backend = LedgerBackend()
+    backend.unsettled = ["pod catalog-v1-0: 2 records of the 3 requests its proxy began had arrived after 5 s"]
+    w.backend = backend  # type: ignore[assignment]
+    sending._record(w, None, w.responses, "3 requests through the ingress gateway")
+
+    assert w.notes[0] == ("3 requests through the ingress gateway: not every record of who served them had arrived "
+                          "(pod catalog-v1-0: 2 records of the 3 requests its proxy began had arrived after 5 s); "
+                          "checks of who served this batch will fail")
+    refused = r"(?s)a record of who served each of the last 3 requests\n.*pod catalog-v1-0: 2 records"
+    for check in (lambda: responses.every_response_from(w, "catalog", "v1"),
+                  lambda: responses.at_most_retried(w, 0.5),
+                  lambda: distribution.about_share(w, 0.5, "catalog", "v2"),
+                  lambda: distribution.split(w, "catalog", {"v1": 1.0})):
+        with pytest.raises(ExpectationFailed, match=refused):
+            check()
+    responses.every_status(w, 200)
+    responses.none_contain(w, "$[*].imageUrl")
+
+    backend.unsettled = []
+    sending._record(w, None, w.responses, "3 more requests")
+    responses.every_response_from(w, "catalog", "v1")  # the next batch, fully recorded, is checked as usual
+
+
+class LogBackend:
+    """catalog v2's log with one matching line, and a proxy whose records had not all arrived."""
+
+    def __init__(self, unsettled: list[str]) -> None:
+        self.unsettled = unsettled
+        self.store = self
+
+    def workloads(self) -> list[Workload]:
+        return [Workload("catalog-v2", "istioinaction", {"app": "catalog", "version": "v2"}, 1, (), None)]
+
+    def settle(self) -> list[str]:
+        return self.unsettled
+
+    def logs(self, *_args: Any, **_kw: Any) -> list[str]:
+        return ["GET catalog.istioinaction:80 /items 200"]
+
+
+def test_no_log_line_is_not_claimed_while_records_are_missing() -> None:
+    w = world()
+    late = "pod catalog-v2-0: 0 records of the 1 requests its proxy began had arrived after 5 s"
+    w.backend = LogBackend([late])  # type: ignore[assignment]
+    refused = (r"(?s)expected no catalog v2 log line with '-shadow'\n\s+but that cannot be told: not every proxy "
+               r"record had arrived\n\s+pod catalog-v2-0")
+    with pytest.raises(ExpectationFailed, match=refused):
+        logs.logs_show_none(w, "catalog", "v2", "-shadow")
+    logs.logs_show_some(w, "catalog", "v2", "/items")  # what was found is found
+    assert w.notes == [f"catalog logs: not every proxy record had arrived ({late})"]
+
+    w.backend.unsettled = []  # type: ignore[attr-defined]
+    logs.logs_show_none(w, "catalog", "v2", "-shadow")
+    with pytest.raises(ExpectationFailed, match="1 lines have it"):
+        logs.logs_show_none(w, "catalog", "v2", "/items")
