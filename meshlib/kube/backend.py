@@ -5,9 +5,11 @@ What the run may change: namespaced objects in its namespace (created, and remov
 labelled for injection), and a Telemetry resource there that turns the sidecars' access logs on (when Istio's CRDs
 are installed). Cluster-scoped objects and other namespaces are refused at the step, with the reason.
 
-After an apply, Deployments are waited for until Available and then every pod of the namespace with a sidecar until
-Ready (Istio's sidecar is Ready once Envoy has its first configuration from istiod). Whether running proxies have
-acknowledged a later configuration (istiod's /debug/syncz) is not waited for.
+After an apply, Deployments are waited for until Available, then every pod of the namespace with a sidecar until
+Ready (Istio's sidecar is Ready once Envoy has its first configuration from istiod), then, when istiod answers
+/debug/syncz, until every running proxy whose configuration the apply changes (meshlib's own translation, before
+and after, says which) has had a push from istiod since the apply and acknowledged it (`meshlib.kube.xdssync`); a
+push Envoy rejected is an error naming the proxy and Envoy's reason.
 
 Traffic: through the ingress gateway at `gateway_url` when the user has one (NodePort, LoadBalancer, a port-forward
 of their own), else through a local port whose every connection is a port-forward to a ready pod of the gateway's
@@ -45,6 +47,7 @@ from meshlib.kube.counters import Reading, SidecarCounters, parse_counters
 from meshlib.kube.pods import PROXY_CONTAINER
 from meshlib.kube.prometheus import SERVICE as PROMETHEUS
 from meshlib.kube.prometheus import ClusterPrometheus
+from meshlib.kube.xdssync import ProxySync, parse_syncz, rejected, unsynced
 from meshlib.local.envoy.records import Served
 from meshlib.local.prometheus import Sample
 from meshlib.profile import profile_for
@@ -55,6 +58,8 @@ RUN_LABEL = "meshlib.io/run"
 INJECTION = {"istio-injection": "enabled"}
 CANARY_API = "flagger.app/v1beta1"
 ISTIOD = Ref("apps/v1", "Deployment", "istiod", "istio-system")
+ISTIOD_PODS = "app=istiod"
+ISTIOD_MONITORING_PORT = 15014  # istiod's debug endpoints; a port-forward arrives from the pod's localhost
 ROLLOUT_TIMEOUT = 180.0
 NAMESPACE_TIMEOUT = 120.0
 SCRAPE_TIMEOUT = 90.0  # seconds for Prometheus to discover and scrape new pods (it scrapes every 15 s by default)
@@ -199,6 +204,8 @@ class KubernetesBackend:
     def _apply(self, docs: list[Document], namespace: str) -> list[str]:
         resources = self._store.parse(docs, namespace)  # the same checks as the embedded mesh, before any request
         bodies = [self._body(res) for res in resources]
+        synced = self._syncz()  # what istiod had sent each proxy before this apply
+        predicted = self._predicted() if synced is not None else {}
         for res, (body, ns) in zip(resources, bodies, strict=True):
             self.cluster.apply(body, ns)
             if self._ref(res) not in self._created:
@@ -208,6 +215,8 @@ class KubernetesBackend:
             if res.kind == "Deployment":
                 self._wait_available(self._ref(res))
         self._wait_proxies_ready()
+        if synced is not None:
+            self._wait_proxies_synced(predicted, synced)
         for res in resources:
             if res.kind == "Canary" and res.api_version == CANARY_API:
                 self._follow_canary(res.name, res.namespace)
@@ -224,6 +233,60 @@ class KubernetesBackend:
             shown = ", ".join(f"{podinfo.name_of(p)} {podinfo.state(p)}" for p in waiting[:5])
             return f"{len(waiting)} not ready: {shown}"
         self.cluster.wait(f"the pods with a sidecar in namespace {self.namespace} to be Ready", pending,
+                          self.rollout_timeout)
+
+    def _predicted(self) -> dict[tuple[str, str], ProxyConfig]:
+        """meshlib's translation for each workload of the run's namespace and for the ingress gateway."""
+        return {(w.namespace, w.name): build_proxy_config(self._store, w) for w in self._store.workloads()
+                if w.namespace == self.namespace or w.is_gateway}
+
+    def _syncz(self) -> dict[str, ProxySync] | None:
+        """istiod's /debug/syncz from a ready istiod pod; None when there is none to ask (no Istio control plane
+        in istio-system: nothing is waited for)."""
+        pods = [p for p in self.cluster.list("v1", "Pod", ISTIOD.namespace, ISTIOD_PODS) if podinfo.ready(p)]
+        if not pods:
+            return None
+        pod = podinfo.name_of(pods[0])
+        return parse_syncz(self._admin_get(pod, ISTIOD.namespace, ISTIOD_MONITORING_PORT, "/debug/syncz", "istiod"))
+
+    def _proxies_of(self, workloads: list[tuple[str, str]]) -> set[str]:
+        """istiod's ids (pod.namespace) of the running pods with a sidecar of these workloads."""
+        ids = set()
+        for namespace in sorted({ns for ns, _ in workloads}):
+            wanted = [w for w in self._store.workloads() if (w.namespace, w.name) in workloads and
+                      w.namespace == namespace]
+            for pod in podinfo.sidecar_pods(self.cluster.list("v1", "Pod", namespace)):
+                labels = (pod.get("metadata") or {}).get("labels") or {}
+                if podinfo.running(pod) and any(all(labels.get(k) == v for k, v in w.labels.items()) for w in wanted):
+                    ids.add(f"{podinfo.name_of(pod)}.{namespace}")
+        return ids
+
+    def _wait_proxies_synced(self, predicted: dict[tuple[str, str], ProxyConfig],
+                             before: dict[str, ProxySync]) -> None:
+        """Until every running proxy whose predicted configuration the apply changed has had a push since, and every
+        proxy of those and of the namespace has acknowledged what it was sent; a rejected push fails at once."""
+        now_predicted = self._predicted()
+        changed = [key for key, config in now_predicted.items() if predicted.get(key) != config]
+        if not changed:
+            return
+        must = self._proxies_of(changed)
+        others = self._proxies_of([(w.namespace, w.name) for w in self._store.workloads()
+                                   if w.namespace == self.namespace])
+
+        def pending() -> str | None:
+            try:
+                now = self._syncz()
+            except MeshlibError as exc:  # a port-forward that failed once: ask again until the timeout
+                return f"istiod could not be asked: {exc}"
+            if now is None:
+                return "no ready istiod pod to ask"
+            refused = rejected(now, must | others)
+            if refused:
+                raise MeshlibError("Envoy refused the configuration istiod sent after the apply: " +
+                                   "; ".join(refused))
+            lines = unsynced(before, now, must, others)
+            return f"{len(lines)} not in step: " + "; ".join(lines[:5]) if lines else None
+        self.cluster.wait(f"the proxies the apply changes ({len(must)}) to have istiod's push", pending,
                           self.rollout_timeout)
 
     def _wait_available(self, ref: Ref) -> None:

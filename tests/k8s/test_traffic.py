@@ -31,7 +31,7 @@ import pytest
 import yaml
 from aiohttp import web
 from controlplane import HOST, ControlPlane, install_crds, not_built_reason
-from kwoktools import kwok, once_kwok_knows
+from kwoktools import kwok, once_kwok_knows, ready_pods, wait_for
 
 from meshlib.errors import MeshlibError
 from meshlib.kube import backend as kube_backend
@@ -595,6 +595,134 @@ def test_a_scenario_sends_traffic_through_the_gateway_on_the_kubernetes_backend(
     # the ten requests reached the gateway's port with the scenario's Host
     assert [(s["path"], s["host"]) for s in gateway_app.seen] == [("/items", "catalog.istioinaction.io")] * 10
     print(f"behave on the kubernetes backend: {time.monotonic() - started:.1f}s")
+
+
+# --- after an apply: the proxies it changes have istiod's push -----------------------------------------------------
+ISTIOD = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: istiod, namespace: istio-system, labels: {app: istiod}}
+spec:
+  selector: {matchLabels: {app: istiod, istio: pilot}}
+  template:
+    metadata: {labels: {app: istiod, istio: pilot}}
+    spec:
+      containers:
+      - {name: discovery, image: docker.io/istio/pilot:1.28.1, ports: [{containerPort: 15014}]}
+"""
+ROUTES = """\
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: catalog}
+spec:
+  host: catalog
+  subsets:
+  - {name: version-v1, labels: {version: v1}}
+  - {name: version-v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: catalog}
+spec:
+  hosts: [catalog]
+  http:
+  - route:
+    - {destination: {host: catalog, subset: version-%s}}
+"""
+RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+
+
+def syncz(proxies: list[str], rds: tuple[str, str], error: str = "", late: str | None = None) -> list[dict[str, Any]]:
+    """istiod's /debug/syncz as it lists these proxies: CDS in step, RDS sent/acknowledged as given (`late`: the one
+    proxy still at the old nonces, with `error` when it refused the new ones)."""
+    out = []
+    for proxy in proxies:
+        sent, acked = rds if proxy != late else (rds[0], "n0")
+        rds_status = {"sent": sent, "acked": acked, **({"lastError": error} if error and proxy == late else {})}
+        out.append({"proxy": proxy, "proxy_type": "sidecar", "cluster_sent": "c1", "cluster_acked": "c1",
+                    "resources": {CDS: {"sent": "c1", "acked": "c1"}, RDS: rds_status}})
+    return out
+
+
+def test_an_apply_waits_until_the_proxies_it_changes_have_acknowledged_istiods_push(cp: ControlPlane) -> None:
+    """istiod (a kwok pod whose monitoring port is a local server) answers /debug/syncz from a script: the apply
+    returns only once every changed proxy was pushed to after it and acknowledged; a push Envoy refused is an error
+    naming the proxy and Envoy's reason; a push that never comes runs out the timeout naming who is behind; an apply
+    that changes no proxy's configuration asks istiod once, before it."""
+    install_crds(cp, cp.build.istio_crds)
+    namespace = "traffic-sync"
+    b = backend(cp, namespace)
+    answers: list[list[dict[str, Any]]] = []
+    asked: list[str] = []
+
+    def routes(app: App) -> list[web.RouteDef]:
+        async def debug_syncz(request: web.Request) -> web.Response:
+            asked.append(request.path_qs)
+            body = answers.pop(0) if len(answers) > 1 else answers[0]
+            return web.json_response(body)
+        return [web.get("/debug/syncz", debug_syncz)]
+
+    deletes: list[Callable[[], None]] = []
+    with contextlib.suppress(urllib.error.HTTPError):
+        cp.api("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                               "metadata": {"name": GATEWAY_NS}})
+    try:
+        b.apply_text(CATALOG, namespace)  # no istiod yet: nothing to ask
+        proxies = [f"{pod}.{namespace}" for pod in pods_of(b, namespace, "app=catalog")]
+        assert len(proxies) == 3
+        # the DestinationRule's subsets change the ingress gateway's clusters too: its pod (from the tests above,
+        # when the module's gateway is still up) is one of the proxies istiod lists
+        proxies += [f"{pod}.{GATEWAY_NS}" for pod in ready_pods(cp, GATEWAY_NS, "istio%3Dingressgateway")]
+        cp.api("POST", f"/apis/apps/v1/namespaces/{GATEWAY_NS}/deployments", yaml.safe_load(ISTIOD))
+
+        def remove_istiod() -> None:  # and wait for its pod to go: later tests' applies must not find an istiod
+            cp.api("DELETE", f"/apis/apps/v1/namespaces/{GATEWAY_NS}/deployments/istiod",
+                   {"propagationPolicy": "Foreground"})
+            wait_for("istiod's pod to be gone", lambda: not cp.api(
+                "GET", f"/api/v1/namespaces/{GATEWAY_NS}/pods?labelSelector=app%3Distiod")["items"])
+        deletes.append(remove_istiod)
+        istiod = wait_for("istiod's pod to be Ready", lambda: ready_pods(cp, GATEWAY_NS, "app=istiod"))[0]
+        with app_server(routes) as server:
+            deletes.append(kwok(cp, "PortForward", istiod, {"forwards": [
+                {"ports": [15014], "target": {"address": HOST, "port": port_of(server.url)}}]}, GATEWAY_NS))
+            answers[:] = [syncz(proxies, ("n1", "n1"))]
+            warm(b, istiod, GATEWAY_NS, 15014)
+
+            # the routes change every catalog proxy's configuration: before, pushed but not acknowledged, in step
+            asked.clear()
+            answers[:] = [syncz(proxies, ("n1", "n1")), syncz(proxies, ("n2", "n1")),
+                          syncz(proxies, ("n2", "n2"), late=proxies[1]), syncz(proxies, ("n2", "n2"))]
+            b.apply_text(ROUTES % "v1", namespace)
+            assert asked == ["/debug/syncz"] * 4
+
+            # the same again: no proxy's configuration changes, so istiod is asked only before the apply
+            asked.clear()
+            b.apply_text(ROUTES % "v1", namespace)
+            assert asked == ["/debug/syncz"]
+
+            # Envoy refuses the push: one line with the proxy and its reason, at once
+            answers[:] = [syncz(proxies, ("n2", "n2")),
+                          syncz(proxies, ("n3", "n3"), late=proxies[0], error="Proto constraint validation failed")]
+            with pytest.raises(MeshlibError) as refused:
+                b.apply_text(ROUTES % "v2", namespace)
+            assert str(refused.value) == ("Envoy refused the configuration istiod sent after the apply: "
+                                          f"{proxies[0]} rejected RDS (nonce n3): Proto constraint validation failed")
+
+            # istiod never pushes: the timeout names every proxy that had no push
+            answers[:] = [syncz(proxies, ("n3", "n3"))]
+            b.rollout_timeout = 4
+            started = time.monotonic()
+            with pytest.raises(ClusterError) as behind:
+                b.apply_text(ROUTES % "v1", namespace)
+            assert 4 <= time.monotonic() - started < 15
+            assert re.search(r"to have istiod's push: not done after 4s: \d not in step: ", str(behind.value))
+            assert all(f"{proxy}: no push from istiod since the apply" in str(behind.value)
+                       for proxy in proxies[:3]), behind.value
+    finally:
+        for delete in reversed(deletes):
+            delete()
+        b.close()
 
 
 # --- last: a per-pod PortForward outranks the ClusterPortForward the tests above use -------------------------------
