@@ -64,7 +64,7 @@ from meshlib.local.logs import LogBuffer
 from meshlib.local.meshconfig import MeshConfig
 from meshlib.local.metrics import Peer
 from meshlib.local.network import LoopbackNetwork
-from meshlib.local.process import ImageCommand, ProcessContainer
+from meshlib.local.process import ImageCommand, ProcessContainer, free_port
 from meshlib.local.prometheus import (
     PrometheusExited,
     PrometheusServer,
@@ -840,8 +840,10 @@ class LocalMesh:
 
 
 def _gateway_port(requested: int) -> int:
-    """The NodePort-like port the gateway's Envoy will bind on 127.0.0.1 (0: a free one), checked free now so
-    a busy port is one clear line, not an Envoy rejection."""
+    """The NodePort-like port the gateway's Envoy will bind on 127.0.0.1 (0: a free one, outside the ephemeral
+    range), checked free now so a busy port is one clear line, not an Envoy rejection."""
+    if requested == 0:
+        return free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

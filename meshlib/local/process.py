@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from meshlib.errors import MeshlibError, Source
@@ -40,10 +42,36 @@ class ImageCommand:
         return cls((sys.executable, "-m", "meshlib.local.apps.host", image), None)
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 20000  # free ports are chosen from here up to the ephemeral range
+
+
+def ephemeral_low() -> int | None:
+    """The first port the kernel hands to outgoing connections (Linux), None where it cannot be read."""
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host` now, for a process that binds it soon after. Chosen at random below the kernel's
+    ephemeral range where that is known: the kernel gives ports of that range to every outgoing connection, and one
+    could take the port between this check and the bind (it did, in CI: the gateway's Envoy listener could not bind,
+    "Address already in use")."""
+    low = ephemeral_low()
+    if low is not None and low - LOWEST_PORT >= 1000:
+        for _ in range(64):
+            port = LOWEST_PORT + secrets.randbelow(low - LOWEST_PORT)
+            with socket.socket() as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue  # in use (or lingering): another
+                return port
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 class ProcessContainer:

@@ -34,7 +34,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from typing import Any
 
 import yaml
 
+from meshlib.local.process import free_port
 from meshlib.local.tempdirs import owned_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -165,12 +165,6 @@ def crds_not_established(cp: ControlPlane, names: list[str]) -> list[str]:
                    if any(c.get("type") == "Established" and c.get("status") == "True"
                           for c in (item.get("status") or {}).get("conditions") or [])}
     return [name for name in names if name not in established]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 class _Certs:
