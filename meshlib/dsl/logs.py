@@ -33,7 +33,14 @@ def count_lines(world: World, app: str, version: str | None, text: str, containe
                 expected: int | None = None) -> int:
     """Lines containing `text` since the last batch was sent; waits (bounded) until `expected` is reached. Records
     the backend could not read in time are noted."""
-    for line in world.backend.settle():
+    return _count(world, app, version, text, container, expected)[0]
+
+
+def _count(world: World, app: str, version: str | None, text: str, container: str | None = None,
+           expected: int | None = None) -> tuple[int, list[str]]:
+    """`count_lines`, and what the backend could not read in time (a line per proxy)."""
+    unsettled = world.backend.settle()
+    for line in unsettled:
         world.note(f"{app} logs: not every proxy record had arrived ({line})")
     deadline = time.monotonic() + SETTLE_SECONDS
     while True:
@@ -44,7 +51,7 @@ def count_lines(world: World, app: str, version: str | None, text: str, containe
     who = f"{app} {version}" if version else app
     world.attach(f"{who} {'access ' if container == PROXY else ''}log lines with {text!r}",
                  ("\n".join(found[:50]) or "(no line)") + (f"\n… {len(found) - 50} more" if len(found) > 50 else ""))
-    return len(found)
+    return len(found), unsettled
 
 
 def logs_show(world: World, app: str, version: str | None, count: int, text: str) -> None:
@@ -64,11 +71,10 @@ def logs_show_some(world: World, app: str, version: str | None, text: str) -> No
 def logs_show_none(world: World, app: str, version: str | None, text: str) -> None:
     time.sleep(0.2)  # let in-flight copies land before claiming absence
     who = f"{app} {version or ''}".strip()
-    unsettled = world.backend.settle()
+    n, unsettled = _count(world, app, version, text)
     if unsettled:
         raise fail(f"no {who} log line with {text!r}", "that cannot be told: not every proxy record had arrived",
                    "  " + "\n  ".join(unsettled))
-    n = count_lines(world, app, version, text)
     if n:
         raise fail(f"no {who} log line with {text!r}", f"{n} lines have it")
 
