@@ -22,7 +22,6 @@ class Batch:
 
     target: Target | None
     responses: list[Response]
-    unsettled: tuple[str, ...] = ()  # the backend's lines on records that had not arrived when it was tied
 
 
 def _no_evidence(_name: str, _body: str, _kind: str) -> None:
@@ -55,7 +54,7 @@ class World:
         """A batch sent to `target`: its answers become `responses` (the checks read the last batch), and it is kept
         in `batches` for the scenario's traffic graph. `unsettled`: what the backend could not read of who served
         it; the checks that read who served a request refuse such a batch."""
-        self.batches.append(Batch(target, list(responses), unsettled))
+        self.batches.append(Batch(target, list(responses)))
         self.responses = responses
         self.unsettled = unsettled
 
